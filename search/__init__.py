@@ -1,0 +1,11 @@
+"""The platform: an Optuna-backed Hydra sweeper that prunes, and the pieces it is made of.
+
+- :mod:`search.space`     search spaces from YAML (ours and the Hydra Optuna sweeper's syntax)
+- :mod:`search.storage`   opening study storages from SQLAlchemy URLs
+- :mod:`search.study`     creating and resuming studies, budget and metadata checks
+- :mod:`search.trial`     the link a running task uses to report to its trial
+- :mod:`search.sweeper`   the Hydra sweeper that ties them together
+- :mod:`search.progress`  the live view of a study and its running trial
+
+Nothing here knows about transformers: objectives live in :mod:`objectives`.
+"""

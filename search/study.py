@@ -1,0 +1,99 @@
+"""Creating and resuming studies: what a study promises, and how much of its budget is spent.
+
+A study is created once and resumed by running the same command again. What it optimises is stored with it
+(direction, metric name and the objective's identity, such as dataset and model) and a resume that would mix
+in trials of another objective is refused. ``n_trials`` is the total the study should hold, not the number
+to add, so a resumed sweep runs only what is missing. A trial stopped by Ctrl-C is stored as FAIL marked
+``interrupted``, does not count against the budget, and is queued again with the same parameters on resume.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+
+from search.errors import ConfigError
+from search.storage import display_url
+
+FAIL_REASON = "fail_reason"
+INTERRUPTED = "interrupted"
+RETRY_OF = "retry_of"
+IDENTITY = "objective_identity"
+DIRECTIONS = ("maximize", "minimize")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a study optimises: stored at creation, checked on every resume."""
+
+    name: str
+    direction: str
+    metric: str
+    identity: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ConfigError(f"objective.direction is {self.direction!r}; allowed: {', '.join(DIRECTIONS)}")
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    url: str,
+    spec: StudySpec,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Create the study, or load it and check that it optimises what ``spec`` says."""
+    exists = spec.name in optuna.get_all_study_names(storage)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        sampler=sampler,
+        pruner=pruner,
+        direction=spec.direction,
+        load_if_exists=True,
+    )
+    if not exists:
+        with warnings.catch_warnings():  # metric names are experimental in Optuna, and what the dashboard shows
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.metric])
+        study.set_user_attr(IDENTITY, dict(spec.identity))
+        return study
+    where = f"study {spec.name!r} in {display_url(url)}"
+    hint = "run it with the same settings, or start a new study with hydra.sweeper.study_name=NEW_NAME"
+    stored_direction = study.direction.name.lower()
+    if stored_direction != spec.direction:
+        raise ConfigError(f"{where} has direction {stored_direction}, not {spec.direction}; {hint}")
+    stored_metric = (study.metric_names or [None])[0]
+    if stored_metric != spec.metric:
+        raise ConfigError(f"{where} optimises metric {stored_metric!r}, not {spec.metric!r}; {hint}")
+    stored_identity = study.user_attrs.get(IDENTITY, {})
+    for key, value in spec.identity.items():
+        if key in stored_identity and stored_identity[key] != value:
+            raise ConfigError(f"{where} was created for {key}={stored_identity[key]!r}, not {value!r}; {hint}")
+    return study
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that spend the budget: complete, pruned and failed, but not those Ctrl-C interrupted."""
+    return sum(
+        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED))
+        for t in study.get_trials(deepcopy=False)
+    )
+
+
+def requeue_interrupted(study: optuna.Study) -> list[int]:
+    """Queue each interrupted trial's parameters again (once); returns the numbers requeued."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    requeued = []
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED) and trial.number not in retried:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+            requeued.append(trial.number)
+    return requeued

@@ -1,0 +1,241 @@
+"""A Hydra sweeper that runs an Optuna study whose trials report, and are pruned, while they train.
+
+``python -m objectives.finetune -m`` (or ``hps-finetune -m``) hands the command line to
+:meth:`PruningSweeper.sweep`, which
+
+1. splits the command line: ``interval(...)`` overrides add search parameters, plain values fix keys (a
+   fixed key leaves the search space), and comma lists / ``choice`` / ``range`` outside the space are
+   *experiments*: one study per combination, named after what differs (``finetune-data=sst2``);
+2. for each experiment composes the task config, builds and checks its search space (every key must exist),
+   runs the objective's preflight check (data, model, bounds) before any trial, then creates or resumes the
+   study, which records what it optimises;
+3. asks Optuna for one trial at a time and launches it as an ordinary Hydra job through the configured
+   launcher, with the trial's values as overrides and ``trial={study, number}`` so the job can report to its
+   trial (:mod:`search.trial`); the result, a pruning, or an exception is told back to the study.
+
+Trials run one at a time per sweeper process, and the budget is counted in the storage, so several sweeper
+processes started on the same study (any scheduler, one machine or many) share it without a batch barrier.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from search.errors import ConfigError, exit_on_config_error
+from search.progress import StudyView, console, top_trials_table
+from search.space import (
+    SearchSpace,
+    override_value,
+    parameter_from_override,
+    parse_search_space,
+    parse_sweeper_params,
+)
+from search.storage import display_url, open_storage
+from search.study import (
+    FAIL_REASON,
+    INTERRUPTED,
+    RETRY_OF,
+    StudySpec,
+    counted_trials,
+    open_study,
+    requeue_interrupted,
+)
+
+EXIT_INTERRUPTED = 130
+
+
+class Experiment:
+    """One combination of the command line's experiment sweeps: its overrides and its study name."""
+
+    def __init__(self, overrides: list[str], swept: list[str], base_name: str) -> None:
+        self.overrides = overrides
+        self.study_name = "-".join([base_name, *swept])
+
+
+class PruningSweeper(Sweeper):
+    """Runs pruned Optuna studies over Hydra jobs. Configured by ``conf/hydra/sweeper/hps.yaml``."""
+
+    def __init__(
+        self,
+        storage: str,
+        n_trials: int,
+        sampler: DictConfig,
+        pruner: DictConfig,
+        study_name: str | None = None,
+        params: DictConfig | None = None,
+        preflight: str | None = None,
+        top_k: int = 10,
+    ) -> None:
+        self.storage = storage
+        self.n_trials = n_trials
+        self.sampler_config = sampler
+        self.pruner_config = pruner
+        self.study_name = study_name
+        self.params = params
+        self.preflight = preflight
+        self.top_k = top_k
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+
+    def sweep(self, arguments: list[str]) -> None:
+        with exit_on_config_error():
+            if not isinstance(self.n_trials, int) or self.n_trials < 1:
+                raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
+            experiments, command_line_space, fixed_keys = self._plan(arguments)
+            # Check every experiment before the first trial, so bad input never waits behind hours of work.
+            prepared = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
+            for experiment, space, spec in prepared:
+                self._run_study(experiment, space, spec)
+
+    def _plan(self, arguments: list[str]) -> tuple[list[Experiment], SearchSpace, set[str]]:
+        """Split the command line into fixed overrides, search parameters and experiment combinations."""
+        params_space, params_fixed = parse_sweeper_params(self.params)
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        try:
+            parsed = parser.parse_overrides(arguments)
+        except HydraException as error:
+            raise ConfigError(str(error).strip().splitlines()[0]) from None
+        fixed = [f"{key}={value}" for key, value in params_fixed.items()]
+        fixed_keys, parameters, dimensions = set(params_fixed), [], []
+        for override in parsed:
+            key = override.get_key_element()
+            if isinstance(override.value(), IntervalSweep):
+                parameters.append(parameter_from_override(override))
+            elif override.is_discrete_sweep():
+                dimensions.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+            else:
+                fixed.append(override.input_line)
+                fixed_keys.add(key)
+        base_name = self.study_name or str(self.config.hydra.job.name)
+        experiments = [
+            Experiment(fixed + list(combination), list(combination), base_name)
+            for combination in itertools.product(*dimensions)
+        ]
+        return experiments, params_space.merged(SearchSpace(parameters)), fixed_keys
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        try:
+            return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        except HydraException as error:
+            raise ConfigError(str(error).strip().splitlines()[0]) from None
+
+    def _prepare(
+        self, experiment: Experiment, command_line_space: SearchSpace, fixed_keys: set[str]
+    ) -> tuple[Experiment, SearchSpace, StudySpec]:
+        """Compose the experiment's config, build and check its search space, run the preflight check."""
+        config = self._compose(experiment.overrides)
+        space = parse_search_space(OmegaConf.to_container(config.get("search_space") or {}, resolve=True))
+        space = space.merged(command_line_space).without_keys(fixed_keys)
+        if not len(space):
+            raise ConfigError("the search space is empty; choose one with search_space=NAME or hydra.sweeper.params")
+        space.check_keys_exist(config)
+        objective = config.get("objective")
+        if objective is None or "metric" not in objective or "direction" not in objective:
+            raise ConfigError("the task config needs an 'objective' node with 'metric' and 'direction'")
+        spec = StudySpec(
+            name=experiment.study_name,
+            direction=str(objective.direction),
+            metric=str(objective.metric),
+            identity={k: str(v) for k, v in (objective.get("identity") or {}).items()},
+        )
+        if self.preflight:
+            get_method(self.preflight)(config, space)
+        return experiment, space, spec
+
+    def _run_study(self, experiment: Experiment, space: SearchSpace, spec: StudySpec) -> None:
+        storage = open_storage(self.storage)
+        study = open_study(
+            storage, self.storage, spec, instantiate(self.sampler_config), instantiate(self.pruner_config)
+        )
+        requeued = requeue_interrupted(study)
+        done = counted_trials(study)
+        console.print(
+            f"study [bold]{spec.name}[/] in {display_url(self.storage)}: {done} of {self.n_trials} trials done"
+            + (f", re-running interrupted trial(s) {requeued}" if requeued else ""),
+            highlight=False,
+        )
+        with StudyView(study, self.n_trials, spec.metric) as view:
+            while done < self.n_trials:
+                self._run_trial(study, study.ask(space.distributions), experiment, space, view)
+                done = counted_trials(study)
+        console.print(top_trials_table(study, spec.metric, self.top_k))
+
+    def _run_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        experiment: Experiment,
+        space: SearchSpace,
+        view: StudyView,
+    ) -> None:
+        overrides = [
+            *experiment.overrides,
+            *space.overrides(trial.params),
+            f"++trial={{study:{override_value(study.study_name)},number:{trial.number}}}",
+            f"hydra.sweep.subdir={override_value(self._trial_subdir(study.study_name, trial.number))}",
+        ]
+        try:
+            (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+        except KeyboardInterrupt:
+            trial.set_user_attr(INTERRUPTED, True)
+            trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C)")
+            study.tell(trial, state=TrialState.FAIL)
+            view.progress.stop()
+            console.print(
+                f"interrupted: trial {trial.number} stored as FAIL (interrupted); "
+                "run the same command again to resume the study, re-running that trial first"
+            )
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        frozen, note = self._tell(study, trial, result)
+        retry_of = frozen.user_attrs.get(RETRY_OF)
+        if retry_of is not None:
+            note = f"(re-run of trial {retry_of}) {note}"
+        view.trial_finished(frozen, counted_trials(study), note)
+
+    @staticmethod
+    def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[optuna.trial.FrozenTrial, str]:
+        """Store the job's outcome; returns the finished trial and a note for the progress line."""
+        if result.status != JobStatus.COMPLETED:
+            # JobReturn.return_value would re-raise and log the traceback; the exception itself is enough.
+            error = result._return_value
+            if isinstance(error, optuna.TrialPruned):
+                return study.tell(trial, state=TrialState.PRUNED), str(error)
+            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            reason = f"{type(error).__name__}: {message}"
+            trial.set_user_attr(FAIL_REASON, reason)
+            return study.tell(trial, state=TrialState.FAIL), reason
+        value = result.return_value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            reason = f"the task returned {value!r}, not a finite number"
+            trial.set_user_attr(FAIL_REASON, reason)
+            return study.tell(trial, state=TrialState.FAIL), reason
+        return study.tell(trial, float(value)), ""
+
+    def _trial_subdir(self, study_name: str, number: int) -> str:
+        """``<study>/trial_<n>``, suffixed if a folder of that name is left from an earlier database."""
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        candidate = f"{study_name}/trial_{number}"
+        suffix = 1
+        while (sweep_dir / candidate).exists():
+            suffix += 1
+            candidate = f"{study_name}/trial_{number}.{suffix}"
+        return candidate

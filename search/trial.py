@@ -1,0 +1,79 @@
+"""The link between a running task and its Optuna trial.
+
+The sweeper launches each trial as an ordinary Hydra job and tells it which trial it is through the
+``trial`` node of its config (``{study: NAME, number: N}``; ``null`` outside a study). The storage URL and the
+pruner come from the sweeper's own config (``hydra.sweeper``), which every job of a multirun can read, so a
+job reconnects to its trial the same way whether the launcher runs it in the sweeper's process, in a
+joblib worker or on a SLURM node. The storage URL never enters the job's config, which is stored with the
+trial and may be shared.
+
+Outside a study the link is inert: :meth:`TrialLink.report` never prunes and attributes go nowhere, so the
+same task serves one-off and production training unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import optuna
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from search.storage import open_storage
+
+
+class TrialLink:
+    """Reports a task's intermediate values to its trial and says when the pruner stops it."""
+
+    def __init__(self, trial: optuna.Trial | None = None) -> None:
+        self.trial = trial
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> TrialLink:
+        """The link for the job whose composed config is ``cfg``; inert when ``cfg.trial`` is null."""
+        where = cfg.get("trial")
+        if where is None:
+            return cls()
+        sweeper = HydraConfig.get().sweeper
+        study = optuna.load_study(
+            study_name=where.study, storage=open_storage(sweeper.storage), pruner=instantiate(sweeper.pruner)
+        )
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, where.number)
+        return cls(optuna.Trial(study, trial_id))
+
+    @property
+    def in_study(self) -> bool:
+        return self.trial is not None
+
+    @property
+    def number(self) -> int | None:
+        return None if self.trial is None else self.trial.number
+
+    def report(self, step: int, value: float) -> None:
+        """Record ``value`` at ``step``; raise :class:`optuna.TrialPruned` if the pruner stops the trial."""
+        if self.trial is None or not math.isfinite(value):
+            return
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} with value {value:.4g}")
+
+    def set_user_attrs(self, **attrs: Any) -> None:
+        """Store JSON-serialisable facts about the run (config, curve, speed) with the trial."""
+        if self.trial is None:
+            return
+        for key, value in attrs.items():
+            self.trial.set_user_attr(key, value)
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions of ``names`` (``"absent"`` for one not installed), stored with each trial."""
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "absent"
+    return found

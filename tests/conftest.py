@@ -1,0 +1,45 @@
+"""Shared helpers: running the real command line in a subprocess, and small CSV datasets."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_DATA = REPO / "data"
+
+
+def run_cli(
+    *args: str, studies: Path, data_root: Path | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run ``python -m objectives.finetune ARGS`` from the repo root, as a user would."""
+    env = os.environ | {"HPS_STUDIES_DIR": str(studies), "PYTHONUNBUFFERED": "1"}
+    if data_root is not None:
+        env["HPS_DATA_ROOT"] = str(data_root)
+    return subprocess.run(
+        [sys.executable, "-m", "objectives.finetune", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def studies(tmp_path: Path) -> Path:
+    return tmp_path / "studies"

@@ -1,0 +1,136 @@
+"""Search spaces: our YAML spelling, the Hydra Optuna sweeper's, and every validation error."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from search.errors import ConfigError
+from search.space import parse_parameter, parse_search_space, parse_sweeper_params
+
+
+def test_parses_every_type():
+    space = parse_search_space(
+        {
+            "lr": {"key": "training.learning_rate", "type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+            "layers": {"key": "training.freeze_layers", "type": "int", "low": 0, "high": 6, "step": 2},
+            "bs": {"key": "training.batch_size", "type": "categorical", "choices": [16, 32]},
+            "wd": {"key": "training.weight_decay", "type": "float", "low": 0.0, "high": 0.1, "step": 0.05},
+        }
+    )
+    assert space.distributions == {
+        "lr": FloatDistribution(1e-5, 1e-3, log=True),
+        "layers": IntDistribution(0, 6, step=2),
+        "bs": CategoricalDistribution([16, 32]),
+        "wd": FloatDistribution(0.0, 0.1, step=0.05),
+    }
+    assert space.by_key()["training.batch_size"].name == "bs"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"key": "a", "type": "float", "low": 1.0, "high": 0.1}, "low (1.0) is greater than high (0.1)"),
+        ({"key": "a", "type": "float", "low": 0.0, "high": 0.1, "log": True}, "a log scale needs low > 0"),
+        ({"key": "a", "type": "int", "low": -1, "high": 4, "log": True}, "a log scale needs low > 0"),
+        (
+            {"key": "a", "type": "floatt", "low": 0, "high": 1},
+            "unknown type 'floatt'; allowed: float, int, categorical",
+        ),
+        ({"key": "a", "type": "categorical", "choices": []}, "'choices' is empty"),
+        ({"key": "a", "type": "categorical"}, "'choices' must be a non-empty list"),
+        ({"type": "float", "low": 0, "high": 1}, "'key' must name a config key"),
+        (
+            {"key": "a", "type": "float", "low": 0, "high": 1, "choices": [1]},
+            "unknown field 'choices' for type float",
+        ),
+        ({"key": "a", "type": "float", "low": "x", "high": 1}, "'low' must be a finite number"),
+        ({"key": "a", "type": "int", "low": 0.5, "high": 4}, "'low' must be an integer for type int"),
+        (
+            {"key": "a", "type": "float", "low": 1e-3, "high": 1, "log": True, "step": 0.1},
+            "'step' and a log scale",
+        ),
+        ({"key": "a", "type": "int", "low": 0, "high": 4, "step": 0}, "'step' must be a positive number"),
+        ("0.1", "expected a mapping"),
+    ],
+)
+def test_rejects_bad_parameter_with_one_line(spec, message):
+    with pytest.raises(ConfigError) as error:
+        parse_parameter("p", spec)
+    assert message in str(error.value)
+    assert str(error.value).startswith("search space parameter 'p'")
+    assert "\n" not in str(error.value)
+
+
+def test_two_parameters_on_one_key_are_rejected():
+    spec = {"key": "training.dropout", "type": "float", "low": 0.0, "high": 0.3}
+    with pytest.raises(ConfigError, match="tuned by more than one parameter"):
+        parse_search_space({"a": spec, "b": spec})
+
+
+def test_sweeper_params_syntax_maps_like_the_hydra_optuna_sweeper():
+    space, fixed = parse_sweeper_params(
+        {
+            "training.learning_rate": "tag(log, interval(1e-5, 1e-3))",
+            "training.warmup_ratio": "interval(0.0, 0.2)",
+            "training.freeze_layers": "range(0, 6)",
+            "training.num_epochs": "interval(1, 3)",
+            "training.batch_size": "choice(16, 32)",
+            "training.lr_schedule": "linear,cosine",
+            "training.seed": 3,
+        }
+    )
+    assert space.distributions == {
+        "training.learning_rate": FloatDistribution(1e-5, 1e-3, log=True),
+        "training.warmup_ratio": FloatDistribution(0.0, 0.2),
+        "training.freeze_layers": IntDistribution(0, 6),
+        "training.num_epochs": FloatDistribution(1.0, 3.0),  # interval() is always float, as in Hydra
+        "training.batch_size": CategoricalDistribution([16, 32]),
+        "training.lr_schedule": CategoricalDistribution(["linear", "cosine"]),
+    }
+    assert fixed == {"training.seed": "3"}
+
+
+def test_sweeper_params_are_validated_too():
+    with pytest.raises(ConfigError, match="a log scale needs low > 0"):
+        parse_sweeper_params({"training.learning_rate": "tag(log, interval(0.0, 1e-3))"})
+    with pytest.raises(ConfigError, match="cannot parse search parameter"):
+        parse_sweeper_params({"training.learning_rate": "interval(1e-5"})
+
+
+def test_overrides_parse_back_to_the_sampled_values():
+    space = parse_search_space(
+        {
+            "lr": {"key": "training.learning_rate", "type": "float", "low": 1e-7, "high": 1e-3, "log": True},
+            "schedule": {
+                "key": "training.lr_schedule",
+                "type": "categorical",
+                "choices": ["it's", "a,b", None, True],
+            },
+        }
+    )
+    values = {"lr": 1.2345678901234567e-06, "schedule": "it's"}
+    for line, expected in zip(space.overrides(values), values.values(), strict=True):
+        assert OverridesParser.create().parse_override(line).value() == expected
+    for choice in ["a,b", None, True]:
+        (line,) = space.overrides({"schedule": choice})
+        assert OverridesParser.create().parse_override(line).value() == choice
+
+
+def test_merge_and_fix():
+    base = parse_search_space({"lr": {"key": "training.learning_rate", "type": "float", "low": 0.1, "high": 1}})
+    extra, _ = parse_sweeper_params({"training.learning_rate": "interval(0.2, 0.3)"})
+    merged = base.merged(extra)
+    assert merged.distributions == {"training.learning_rate": FloatDistribution(0.2, 0.3)}
+    assert len(merged.without_keys({"training.learning_rate"})) == 0
+
+
+def test_keys_must_exist_in_the_composed_config():
+    config = OmegaConf.create({"training": {"learning_rate": 0.1, "dropout": None}})
+    ok = parse_search_space({"d": {"key": "training.dropout", "type": "float", "low": 0, "high": 1}})
+    ok.check_keys_exist(config)  # a key whose value is null still exists
+    bad = parse_search_space({"x": {"key": "training.lr", "type": "float", "low": 0, "high": 1}})
+    with pytest.raises(ConfigError, match=r"search space parameter 'x': key 'training\.lr' does not exist"):
+        bad.check_keys_exist(config)

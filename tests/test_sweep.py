@@ -1,0 +1,276 @@
+"""End to end: the real command line, a tiny random-weight model, and the study database checked after.
+
+Each test runs ``python -m objectives.finetune -m experiment=smoke ...`` in a subprocess, as a user would,
+and reads what it stored with Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import optuna_dashboard
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from search.study import FAIL_REASON, INTERRUPTED, RETRY_OF
+from tests.conftest import REPO, SHIPPED_DATA, run_cli, write_csv
+
+SMOKE = ["-m", "experiment=smoke"]
+
+
+def load(studies: Path, name: str = "smoke") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{studies}/hps.db")
+
+
+def dashboard_view(database: Path) -> dict:
+    """The study as optuna-dashboard's API serves it, read through its WSGI app."""
+    app = optuna_dashboard.wsgi(f"sqlite:///{database}")
+    environ: dict = {}
+    setup_testing_defaults(environ)
+    environ["PATH_INFO"] = "/api/studies/1"
+    statuses: list[str] = []
+    body = b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses == ["200 OK"]
+    return json.loads(body)
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sweep_prunes_and_stores_each_trial_with_its_curve(studies):
+    result = run_cli(*SMOKE, studies=studies)
+    assert_ok(result)
+    study = load(studies)
+    trials = study.get_trials()
+    states = [t.state for t in trials]
+    assert len(trials) == 8
+    assert TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert study.metric_names == ["macro_f1"]
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+    for trial in trials:
+        curve = trial.user_attrs["curve"]
+        assert [point["step"] for point in curve] == sorted(trial.intermediate_values)
+        assert [point["metric"] for point in curve] == [
+            trial.intermediate_values[s] for s in sorted(trial.intermediate_values)
+        ]
+        assert trial.value == curve[-1]["metric"]
+        assert trial.user_attrs["seed"] == 0
+        assert set(trial.user_attrs["versions"]) >= {"torch", "transformers", "optuna"}
+        assert trial.user_attrs["wall_time_s"] > 0 and trial.user_attrs["train_examples_per_s"] > 0
+        config = trial.user_attrs["config"]
+        assert config["training"]["learning_rate"] == trial.params["learning_rate"]
+        assert config["training"]["freeze_layers"] == trial.params["freeze_layers"]
+        job_config = yaml.safe_load(
+            (studies / "smoke" / f"trial_{trial.number}" / ".hydra" / "config.yaml").read_text()
+        )
+        assert job_config["training"]["batch_size"] == trial.params["batch_size"]
+        assert job_config["trial"] == {"study": "smoke", "number": trial.number}
+
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    full_length = max(len(t.intermediate_values) for t in trials if t.state == TrialState.COMPLETE)
+    assert all(len(t.intermediate_values) < full_length for t in pruned)  # stopped early, curve kept
+    dashboard = dashboard_view(studies / "hps.db")  # what optuna-dashboard shows of the same file
+    assert [t["state"] for t in dashboard["trials"]] == [t.state.name.capitalize() for t in trials]
+    assert dashboard["has_intermediate_values"]
+
+    complete = states.count(TrialState.COMPLETE)
+    title = f"top {complete} of {complete} complete trials ({states.count(TrialState.PRUNED)} pruned, 0 failed)"
+    assert title in result.stderr
+
+
+def test_same_command_resumes_and_n_trials_is_the_total(studies):
+    assert_ok(run_cli(*SMOKE, "hydra.sweeper.n_trials=3", studies=studies))
+    assert len(load(studies).trials) == 3
+    resumed = run_cli(*SMOKE, "hydra.sweeper.n_trials=5", studies=studies)
+    assert_ok(resumed)
+    assert "3 of 5 trials done" in resumed.stderr
+    assert [t.number for t in load(studies).trials] == [0, 1, 2, 3, 4]
+    assert sorted(p.name for p in (studies / "smoke").iterdir()) == [f"trial_{n}" for n in range(5)]
+
+    again = run_cli(*SMOKE, "hydra.sweeper.n_trials=5", studies=studies)
+    assert_ok(again)
+    assert "5 of 5 trials done" in again.stderr
+    assert len(load(studies).trials) == 5
+
+
+def test_trial_folders_are_never_overwritten(studies):
+    assert_ok(run_cli(*SMOKE, "hydra.sweeper.n_trials=1", studies=studies))
+    (studies / "hps.db").unlink()  # a new database, the old trial folder still there
+    assert_ok(run_cli(*SMOKE, "hydra.sweeper.n_trials=1", studies=studies))
+    assert sorted(p.name for p in (studies / "smoke").iterdir()) == ["trial_0", "trial_0.2"]
+    assert load(studies).trials[0].user_attrs["output_dir"].endswith("trial_0.2")
+
+
+def test_experiment_sweep_gives_one_study_per_combination(studies, tmp_path):
+    data_root = tmp_path / "data"
+    shutil.copytree(SHIPPED_DATA / "tweet_eval_emotion", data_root / "tweet_eval_emotion")
+    questions = [[f"what is question {i} about {'thing ' * (i % 4)}?", i % 6] for i in range(120)]
+    write_csv(data_root / "trec" / "train.csv", ["text", "label"], questions)  # no validation file: held out
+    result = run_cli(
+        *SMOKE,
+        "data=tweet_eval_emotion,trec",
+        "hydra.sweeper.n_trials=2",
+        studies=studies,
+        data_root=data_root,
+    )
+    assert_ok(result)
+    names = sorted(optuna.get_all_study_names(f"sqlite:///{studies}/hps.db"))
+    assert names == ["smoke-data=trec", "smoke-data=tweet_eval_emotion"]
+    trec = load(studies, "smoke-data=trec")
+    assert trec.metric_names == ["accuracy"]
+    assert trec.user_attrs["objective_identity"]["data"] == "trec"
+    assert len(trec.trials) == 2
+    assert trec.trials[0].user_attrs["config"]["data"]["name"] == "trec"
+
+
+def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studies):
+    result = run_cli(
+        *SMOKE,
+        "+search_space.schedule={key:training.lr_schedule,type:categorical,choices:[linear,no_such_schedule]}",
+        "~search_space.learning_rate",
+        "+search_space.lr={key:training.learning_rate,type:categorical,choices:[0.001,1.0e30]}",
+        studies=studies,
+    )
+    assert_ok(result)
+    trials = load(studies).trials
+    assert len(trials) == 8
+    failed = {t.number: t.user_attrs[FAIL_REASON] for t in trials if t.state == TrialState.FAIL}
+    bad_schedule = [t.number for t in trials if t.params["schedule"] == "no_such_schedule"]
+    diverging = [t.number for t in trials if t.params["lr"] == 1e30 and t.params["schedule"] == "linear"]
+    assert bad_schedule and diverging
+    assert set(failed) == set(bad_schedule) | set(diverging)
+    assert all("no_such_schedule" in failed[n] for n in bad_schedule)
+    assert all(failed[n].startswith("FloatingPointError: training loss became") for n in diverging)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.dir=/nonexistent"], "train split: file '/nonexistent/train.csv' not found"),
+        (["data.label_column=gold"], "column 'gold' not in"),
+        (["data.num_labels=2"], "labels must be integers 0..1"),
+        (["model.path=/nonexistent"], "path '/nonexistent' is not a Hugging Face model folder"),
+        (["hydra.sweeper.storage=not-a-url"], "storage 'not-a-url' is not a database URL"),
+        (["data.metric=bleu"], "data.metric is 'bleu'; allowed: accuracy, macro_f1, mcc"),
+        (["search_space.learning_rate.low=1.0"], "low (1.0) is greater than high (0.03)"),
+        (["search_space.learning_rate.low=0"], "a log scale needs low > 0"),
+        (["search_space.batch_size.choices=[]"], "'choices' is empty"),
+        (["search_space.dropout.type=uniform"], "unknown type 'uniform'"),
+        (
+            ["+search_space.x={key:training.nope,type:float,low:0,high:1}"],
+            "key 'training.nope' does not exist",
+        ),
+        (["search_space.freeze_layers.high=5"], "which has 2 encoder layers; allowed: 0..2"),
+        (["hydra.sweeper.n_trials=0"], "n_trials is 0; it must be a positive integer"),
+    ],
+)
+def test_bad_input_is_one_line_and_a_non_zero_exit(studies, overrides, message):
+    result = run_cli(*SMOKE, *overrides, studies=studies)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_empty_split_is_refused(studies, tmp_path):
+    data_root = tmp_path / "data"
+    shutil.copytree(SHIPPED_DATA / "tweet_eval_emotion", data_root / "tweet_eval_emotion")
+    write_csv(data_root / "tweet_eval_emotion" / "validation.csv", ["text", "label"], [])
+    result = run_cli(*SMOKE, studies=studies, data_root=data_root)
+    assert result.returncode == 2
+    assert "validation split:" in result.stderr and "has no rows" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_resuming_with_another_direction_is_refused(studies):
+    assert_ok(run_cli(*SMOKE, "hydra.sweeper.n_trials=1", studies=studies))
+    result = run_cli(*SMOKE, "hydra.sweeper.n_trials=2", "objective.direction=minimize", studies=studies)
+    assert result.returncode == 2
+    assert "error: study 'smoke' in sqlite:///" in result.stderr
+    assert "has direction maximize, not minimize" in result.stderr
+    assert len(load(studies).trials) == 1
+
+
+def test_one_training_run_without_a_study(studies):
+    result = run_cli("experiment=smoke", studies=studies)
+    assert_ok(result)
+    assert "macro_f1 on validation:" in result.stderr
+    assert not (studies / "hps.db").exists()
+    bad = run_cli("experiment=smoke", "data.dir=/nonexistent", studies=studies)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: data 'tweet_eval_emotion'")
+
+
+def test_hydra_optuna_sweeper_syntax_and_command_line_intervals(studies):
+    params = (
+        "hydra.sweeper.params={training.learning_rate:'tag(log, interval(1e-4, 1e-2))',"
+        "training.batch_size:'choice(8, 16)'}"
+    )
+    result = run_cli(
+        *SMOKE,
+        "search_space=none",
+        params,
+        "training.dropout=interval(0.0, 0.2)",
+        "hydra.sweeper.n_trials=2",
+        studies=studies,
+    )
+    assert_ok(result)
+    trial = load(studies).trials[0]
+    assert trial.distributions == {  # the smoke experiment's freeze_layers, its learning rate replaced
+        "freeze_layers": optuna.distributions.IntDistribution(0, 2),
+        "training.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "training.batch_size": optuna.distributions.CategoricalDistribution([8, 16]),
+        "training.dropout": optuna.distributions.FloatDistribution(0.0, 0.2),
+    }
+    assert trial.user_attrs["config"]["training"]["dropout"] == trial.params["training.dropout"]
+
+
+def test_a_fixed_value_on_the_command_line_takes_the_key_out_of_the_space(studies):
+    assert_ok(run_cli(*SMOKE, "training.batch_size=8", "hydra.sweeper.n_trials=1", studies=studies))
+    trial = load(studies).trials[0]
+    assert "batch_size" not in trial.params
+    assert trial.user_attrs["config"]["training"]["batch_size"] == 8
+
+
+def test_ctrl_c_leaves_the_study_consistent_and_resumable(studies):
+    command = [
+        sys.executable,
+        "-m",
+        "objectives.finetune",
+        *SMOKE,
+        "hydra.sweeper.n_trials=2",
+        "training.num_epochs=200",
+    ]
+    env = os.environ | {"HPS_STUDIES_DIR": str(studies)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until the first trial has reported an evaluation
+        time.sleep(0.5)
+        if not (studies / "smoke" / "trial_0").exists():  # the job starts after the study's tables exist
+            continue
+        if load(studies).trials[0].intermediate_values:
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr
+    (interrupted,) = load(studies).trials
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs[INTERRUPTED] is True
+
+    assert_ok(run_cli(*SMOKE, "hydra.sweeper.n_trials=2", studies=studies))
+    trials = load(studies).trials
+    assert len(trials) == 3  # the interrupted one does not count against the budget
+    assert trials[1].user_attrs[RETRY_OF] == 0 and trials[1].params == interrupted.params
+    assert trials[1].state in (TrialState.COMPLETE, TrialState.PRUNED)
