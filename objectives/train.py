@@ -40,8 +40,9 @@ class Evaluation:
 
 @dataclass
 class TrainResult:
-    metric: float
+    metric: float  # the last evaluation's
     curve: list[Evaluation]
+    model: nn.Module  # as training left it
 
 
 def evaluation_steps(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -> list[int]:
@@ -122,7 +123,7 @@ def train(
                 loss_sum, loss_count = 0.0, 0
                 _train_mode(classifier, frozen)
                 started = time.perf_counter()
-    return TrainResult(curve[-1].metric, curve)
+    return TrainResult(curve[-1].metric, curve, classifier)
 
 
 @torch.no_grad()

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException
+from hydra.errors import HydraException, InstantiationException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
@@ -58,12 +60,23 @@ from search.study import (
 EXIT_INTERRUPTED = 130
 
 
+@dataclass(frozen=True)
 class Experiment:
-    """One combination of the command line's experiment sweeps: its overrides and its study name."""
+    """One combination of the command line's experiment sweeps: its overrides and its study's name."""
 
-    def __init__(self, overrides: list[str], swept: list[str], base_name: str) -> None:
-        self.overrides = overrides
-        self.study_name = "-".join([base_name, *swept])
+    overrides: list[str]
+    study_name: str
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """An experiment checked and ready to run: its search space, what it optimises, sampler and pruner."""
+
+    experiment: Experiment
+    space: SearchSpace
+    spec: StudySpec
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
 
 
 class PruningSweeper(Sweeper):
@@ -102,9 +115,9 @@ class PruningSweeper(Sweeper):
                 raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
             experiments, command_line_space, fixed_keys = self._plan(arguments)
             # Check every experiment before the first trial, so bad input never waits behind hours of work.
-            prepared = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
-            for experiment, space, spec in prepared:
-                self._run_study(experiment, space, spec)
+            plans = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
+            for plan in plans:
+                self._run_study(plan)
 
     def _plan(self, arguments: list[str]) -> tuple[list[Experiment], SearchSpace, set[str]]:
         """Split the command line into fixed overrides, search parameters and experiment combinations."""
@@ -127,7 +140,7 @@ class PruningSweeper(Sweeper):
                 fixed_keys.add(key)
         base_name = self.study_name or str(self.config.hydra.job.name)
         experiments = [
-            Experiment(fixed + list(combination), list(combination), base_name)
+            Experiment(fixed + list(combination), "-".join([base_name, *combination]))
             for combination in itertools.product(*dimensions)
         ]
         return experiments, params_space.merged(SearchSpace(parameters)), fixed_keys
@@ -138,9 +151,7 @@ class PruningSweeper(Sweeper):
         except HydraException as error:
             raise ConfigError(str(error).strip().splitlines()[0]) from None
 
-    def _prepare(
-        self, experiment: Experiment, command_line_space: SearchSpace, fixed_keys: set[str]
-    ) -> tuple[Experiment, SearchSpace, StudySpec]:
+    def _prepare(self, experiment: Experiment, command_line_space: SearchSpace, fixed_keys: set[str]) -> StudyPlan:
         """Compose the experiment's config, build and check its search space, run the preflight check."""
         config = self._compose(experiment.overrides)
         space = parse_search_space(OmegaConf.to_container(config.get("search_space") or {}, resolve=True))
@@ -159,13 +170,13 @@ class PruningSweeper(Sweeper):
         )
         if self.preflight:
             get_method(self.preflight)(config, space)
-        return experiment, space, spec
-
-    def _run_study(self, experiment: Experiment, space: SearchSpace, spec: StudySpec) -> None:
-        storage = open_storage(self.storage)
-        study = open_study(
-            storage, self.storage, spec, instantiate(self.sampler_config), instantiate(self.pruner_config)
+        return StudyPlan(
+            experiment, space, spec, _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
         )
+
+    def _run_study(self, plan: StudyPlan) -> None:
+        experiment, space, spec = plan.experiment, plan.space, plan.spec
+        study = open_study(open_storage(self.storage), self.storage, spec, plan.sampler, plan.pruner)
         requeued = requeue_interrupted(study)
         done = counted_trials(study)
         console.print(
@@ -239,3 +250,13 @@ class PruningSweeper(Sweeper):
             suffix += 1
             candidate = f"{study_name}/trial_{number}.{suffix}"
         return candidate
+
+
+def _build(what: str, config: DictConfig) -> Any:
+    """Instantiate a sampler or pruner config, or say in one line why it cannot be."""
+    try:
+        return instantiate(config)
+    except (InstantiationException, ImportError) as error:
+        cause = error.__cause__ or error
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(f"cannot build the {what} {config.get('_target_')!r}: {message}") from None

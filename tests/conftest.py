@@ -9,6 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import objectives  # noqa: F401 - registers the model_package_path config resolver
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DATA = REPO / "data"
@@ -29,6 +33,12 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def composed(*overrides: str) -> DictConfig:
+    """The task config as Hydra composes it for these overrides, with its hydra node."""
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("finetune", overrides=list(overrides), return_hydra_config=True)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

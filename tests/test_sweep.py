@@ -175,6 +175,10 @@ def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studie
         ),
         (["search_space.freeze_layers.high=5"], "which has 2 encoder layers; allowed: 0..2"),
         (["hydra.sweeper.n_trials=0"], "n_trials is 0; it must be a positive integer"),
+        (
+            ["hydra.sweeper.sampler._target_=optuna.samplers.NoSuch"],
+            "cannot build the sampler 'optuna.samplers.NoSuch'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_a_non_zero_exit(studies, overrides, message):
@@ -183,6 +187,14 @@ def test_bad_input_is_one_line_and_a_non_zero_exit(studies, overrides, message):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_unknown_config_option_is_hydras_message_without_a_traceback(studies):
+    result = run_cli(*SMOKE, "data=nope", studies=studies)
+    assert result.returncode == 1
+    assert "Could not find 'data/nope'" in result.stderr
+    assert "Available options in 'data':" in result.stderr and "sst2" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_empty_split_is_refused(studies, tmp_path):

@@ -1,0 +1,56 @@
+"""Every option of every config group composes, and every sampler and pruner builds."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from hydra.utils import instantiate
+
+from search.space import parse_search_space
+from tests.conftest import REPO, composed
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (REPO / "conf" / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", [n for n in options("data") if n != "csv"])
+def test_every_data_config_composes(name):
+    data = composed(f"data={name}").data
+    assert data.name == name
+    assert data.dir == f"data/{name}"
+    assert data.metric in ("accuracy", "macro_f1", "mcc")
+    assert 1 <= len(data.text_columns) <= 2
+    assert isinstance(data.num_labels, int)
+
+
+@pytest.mark.parametrize("name", options("hydra/sweeper/sampler"))
+def test_every_sampler_builds(name):
+    sampler = instantiate(composed(f"hydra/sweeper/sampler={name}").hydra.sweeper.sampler)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize("name", options("hydra/sweeper/pruner"))
+def test_every_pruner_builds(name):
+    pruner = instantiate(composed(f"hydra/sweeper/pruner={name}").hydra.sweeper.pruner)
+    assert isinstance(pruner, optuna.pruners.BasePruner)
+
+
+def test_default_sampler_and_pruner():
+    sweeper = composed().hydra.sweeper
+    assert isinstance(instantiate(sweeper.sampler), optuna.samplers.TPESampler)
+    assert isinstance(instantiate(sweeper.pruner), optuna.pruners.MedianPruner)
+    assert sweeper.storage == "sqlite:///studies/hps.db"
+
+
+@pytest.mark.parametrize("name", options("search_space"))
+def test_every_search_space_parses_and_points_at_existing_keys(name):
+    config = composed(f"search_space={name}")
+    space = parse_search_space(config.search_space)
+    space.check_keys_exist(config)
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_experiment_composes(name):
+    config = composed(f"experiment={name}")
+    assert config.hydra.sweeper.study_name == name

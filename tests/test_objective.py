@@ -1,0 +1,94 @@
+"""The fine-tuning objective in-process: configs compose, the loop freezes, evaluates and is deterministic."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from objectives.data import load_splits
+from objectives.finetune import fine_tune
+from objectives.model import freeze_bottom, load_classifier
+from objectives.train import evaluation_steps
+from search.trial import TrialLink
+from tests.conftest import REPO, composed
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="the shared datasets (../shared/data) are not beside this clone")
+@pytest.mark.parametrize("name", ["tweet_eval_emotion", "sst2", "trec", "cola", "mrpc", "sms_spam"])
+def test_every_data_config_reads_its_real_files(name, monkeypatch):
+    monkeypatch.setenv("HPS_DATA_ROOT", str(SHARED_DATA))
+    splits = load_splits(composed(f"data={name}").data, with_test=True)
+    assert len(splits.train) == 600  # the default CPU budget
+    assert len(splits.validation) > 0
+
+
+def test_evaluations_fall_on_the_same_fractions_of_an_epoch():
+    assert evaluation_steps(steps_per_epoch=10, epochs=2, evals_per_epoch=4) == [2, 5, 8, 10, 12, 15, 18, 20]
+    assert evaluation_steps(steps_per_epoch=40, epochs=1, evals_per_epoch=4) == [10, 20, 30, 40]
+    assert evaluation_steps(steps_per_epoch=3, epochs=1, evals_per_epoch=4) == [1, 2, 3]  # fewer steps than evals
+
+
+def test_freezing_covers_embeddings_and_the_bottom_layers():
+    config = composed("model=tiny_bert")
+    classifier = load_classifier(config.model, num_labels=3, dropout=0.1)
+    frozen = freeze_bottom(classifier, config.model, 1)
+    encoder = classifier.base_model.encoder.layer
+    assert frozen == [classifier.base_model.embeddings, encoder[0]]
+    assert not any(p.requires_grad for module in frozen for p in module.parameters())
+    assert all(p.requires_grad for p in encoder[1].parameters())
+    assert freeze_bottom(load_classifier(config.model, 3, 0.1), config.model, 0) == []
+
+
+@pytest.fixture
+def run_config(tmp_path) -> DictConfig:
+    config = composed(
+        "model=tiny_bert",
+        "data.max_train_examples=120",
+        "training.num_epochs=2",
+        "training.evals_per_epoch=2",
+        "training.learning_rate=1e-3",
+        "training.freeze_layers=1",
+        "training.threads=1",
+    )
+    with open_dict(config):
+        config.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(config)  # what Hydra does for a job
+    with open_dict(config):
+        del config["hydra"]  # a task sees its config without the hydra node
+    return config
+
+
+def test_training_is_deterministic_and_frozen_weights_do_not_move(run_config):
+    transformers.set_seed(run_config.training.seed)  # as fine_tune does before building the model
+    initial = load_classifier(run_config.model, run_config.data.num_labels, run_config.training.dropout).state_dict()
+    first = fine_tune(run_config, TrialLink())
+    second = fine_tune(run_config, TrialLink())
+    assert [e.step for e in first.curve] == [1, 2, 3, 4]
+    assert [(e.metric, e.train_loss) for e in first.curve] == [(e.metric, e.train_loss) for e in second.curve]
+    unchanged = {name: torch.equal(value, initial[name]) for name, value in first.model.state_dict().items()}
+    frozen = ("bert.embeddings.", "bert.encoder.layer.0.")
+    assert all(same for name, same in unchanged.items() if name.startswith(frozen))
+    assert not any(
+        same for name, same in unchanged.items() if name.startswith(("bert.encoder.layer.1.", "classifier."))
+    )
+
+
+def test_outside_a_study_the_link_does_nothing():
+    link = TrialLink()
+    assert not link.in_study and link.number is None
+    link.report(1, 0.5)  # never prunes
+    link.set_user_attrs(anything=1)
+
+
+def test_model_package_resolver_names_the_shipped_model():
+    path = Path(composed().model.path)
+    assert (path / "config.json").is_file()
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
