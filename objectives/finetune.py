@@ -46,11 +46,14 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     transformers.set_seed(cfg.training.seed)  # before the new head is initialised
     classifier = load_classifier(cfg.model, cfg.data.num_labels, cfg.training.dropout)
     frozen = freeze_bottom(classifier, cfg.model, cfg.training.freeze_layers)
+    hydra_config = HydraConfig.get()
     link.set_user_attrs(
         config=OmegaConf.to_container(cfg, resolve=True) | {"trial": None},
+        # The command-line overrides that rebuild this config from conf/ on any machine.
+        overrides=[o for o in hydra_config.overrides.task if not o.startswith(("++trial=", "trial="))],
         seed=cfg.training.seed,
         versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
-        output_dir=HydraConfig.get().runtime.output_dir,
+        output_dir=hydra_config.runtime.output_dir,
         train_examples=len(train_set),
     )
     curve: list[Evaluation] = []

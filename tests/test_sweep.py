@@ -72,6 +72,9 @@ def test_sweep_prunes_and_stores_each_trial_with_its_curve(studies):
         config = trial.user_attrs["config"]
         assert config["training"]["learning_rate"] == trial.params["learning_rate"]
         assert config["training"]["freeze_layers"] == trial.params["freeze_layers"]
+        assert "experiment=smoke" in trial.user_attrs["overrides"]
+        assert f"training.learning_rate={trial.params['learning_rate']!r}" in trial.user_attrs["overrides"]
+        assert not any("trial=" in override for override in trial.user_attrs["overrides"])
         job_config = yaml.safe_load(
             (studies / "smoke" / f"trial_{trial.number}" / ".hydra" / "config.yaml").read_text()
         )
