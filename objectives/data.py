@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 from omegaconf import DictConfig
 
-from search.errors import ConfigError
+from search.errors import ConfigError, first_line
 
 datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()
@@ -62,9 +62,8 @@ def _read_split(data: DictConfig, split: str, file_name: str) -> datasets.Datase
         raise ConfigError(f"{where}: {str(path)!r} has no rows")
     try:
         table = datasets.load_dataset("csv", data_files=str(path), split="train")
-    except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{where}: cannot read {str(path)!r} as CSV ({message})") from None
+    except Exception as error:  # any unreadable file is the same user error
+        raise ConfigError(f"{where}: cannot read {str(path)!r} as CSV ({first_line(error)})") from None
     needed = [*data.text_columns, data.label_column]
     missing = [column for column in needed if column not in table.column_names]
     if missing:

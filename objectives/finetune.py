@@ -11,6 +11,7 @@ the run when the pruner says so. Outside a study the link does nothing.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -24,18 +25,22 @@ from optuna.distributions import CategoricalDistribution
 
 from objectives.data import load_splits, tokenize
 from objectives.metrics import metric_function
-from objectives.model import encoder_depth, freeze_bottom, load_classifier, load_tokenizer
-from objectives.train import Evaluation, TrainResult, train
-from search.errors import ConfigError, exit_on_config_error
+from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
+from objectives.train import Evaluation, TrainResult, check_training, train
+from search.errors import exit_on_config_error
 from search.progress import console, training_progress
 from search.space import SearchSpace
 from search.trial import TrialLink, package_versions
+
+log = logging.getLogger(__name__)
 
 
 def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     """Train as ``cfg`` says, reporting each evaluation through ``link``; returns the final metric and curve."""
     started = time.perf_counter()
-    torch.set_num_threads(cfg.training.threads or len(os.sched_getaffinity(0)))
+    check_training(cfg.training)
+    threads = cfg.training.threads or available_cores()
+    torch.set_num_threads(threads)
     metric = (cfg.data.metric, metric_function(cfg.data.metric))
     splits = load_splits(cfg.data)
     tokenizer = load_tokenizer(cfg.model)
@@ -47,11 +52,21 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     classifier = load_classifier(cfg.model, cfg.data.num_labels, cfg.training.dropout)
     frozen = freeze_bottom(classifier, cfg.model, cfg.training.freeze_layers)
     hydra_config = HydraConfig.get()
+    log.info(
+        "fine-tuning %s on %s: %d training and %d validation examples, %d threads",
+        cfg.model.name,
+        cfg.data.name,
+        len(train_set),
+        len(validation_set),
+        threads,
+    )
     link.set_user_attrs(
-        config=OmegaConf.to_container(cfg, resolve=True) | {"trial": None},
+        # Unresolved, as Hydra composed it: portable (paths and the model folder stay interpolations).
+        config=OmegaConf.to_container(cfg, resolve=False) | {"trial": None},
         # The command-line overrides that rebuild this config from conf/ on any machine.
         overrides=[o for o in hydra_config.overrides.task if not o.startswith(("++trial=", "trial="))],
         seed=cfg.training.seed,
+        threads=threads,
         versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
         output_dir=hydra_config.runtime.output_dir,
         train_examples=len(train_set),
@@ -60,7 +75,8 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
 
     def on_evaluation(evaluation: Evaluation) -> None:
         curve.append(evaluation)
-        link.report(evaluation.step, evaluation.metric)
+        log.info("evaluation %d: %s %.4f", evaluation.step, cfg.data.metric, evaluation.metric)
+        link.report(evaluation.step, evaluation.metric, can_prune=not evaluation.final)
 
     try:
         with training_progress(f"trial {link.number}" if link.in_study else "training") as progress:
@@ -84,25 +100,26 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         )
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def preflight(cfg: DictConfig, space: SearchSpace) -> None:
     """Check, before any trial runs, everything a trial would otherwise fail on: data, model, metric, bounds."""
     metric_function(cfg.data.metric)
     load_splits(cfg.data)
     load_tokenizer(cfg.model)
-    depth = encoder_depth(cfg.model)
+    check_training(cfg.training)
     parameter = space.by_key().get("training.freeze_layers")
     if parameter is None:
-        values = [cfg.training.freeze_layers]
+        values, where = [cfg.training.freeze_layers], "training.freeze_layers"
     elif isinstance(parameter.distribution, CategoricalDistribution):
-        values = list(parameter.distribution.choices)
+        values, where = list(parameter.distribution.choices), f"search space parameter {parameter.name!r}"
     else:
         values = [parameter.distribution.low, parameter.distribution.high]
-    if any(not isinstance(v, int) or not 0 <= v <= depth for v in values):
-        where = f"search space parameter {parameter.name!r}" if parameter else "training.freeze_layers"
-        raise ConfigError(
-            f"{where}: freeze_layers values {values} go beyond model {cfg.model.name!r}, "
-            f"which has {depth} encoder layers; allowed: 0..{depth}"
-        )
+        where = f"search space parameter {parameter.name!r}"
+    check_freeze_layers(values, encoder_depth(cfg.model), cfg.model.name, where)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")

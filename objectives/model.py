@@ -66,19 +66,25 @@ def load_classifier(model: DictConfig, num_labels: int, dropout: float) -> nn.Mo
     return AutoModelForSequenceClassification.from_config(config)
 
 
+def check_freeze_layers(values: list, depth: int, model_name: str, where: str) -> None:
+    """``freeze_layers`` values must be integers 0..depth (the number of encoder layers)."""
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= depth for v in values):
+        raise ConfigError(
+            f"{where}: freeze_layers values {values} are not all integers 0..{depth}; "
+            f"model {model_name!r} has {depth} encoder layers"
+        )
+
+
 def freeze_bottom(classifier: nn.Module, model: DictConfig, layers: int) -> list[nn.Module]:
     """Freeze the embeddings and the bottom ``layers`` encoder layers (none when 0); returns them.
 
     Frozen modules are meant to run in eval mode (no dropout), as a cache of their outputs would.
     """
-    if layers == 0:
-        return []
     base = classifier.base_model
     encoder_layers = base.get_submodule(model.layers)
-    if not 0 <= layers <= len(encoder_layers):
-        raise ConfigError(
-            f"training.freeze_layers is {layers}; allowed: 0..{len(encoder_layers)} for model {model.name!r}"
-        )
+    check_freeze_layers([layers], len(encoder_layers), model.name, "training.freeze_layers")
+    if layers == 0:
+        return []
     frozen = [base.get_submodule(model.embeddings), *encoder_layers[:layers]]
     for module in frozen:
         module.requires_grad_(False)

@@ -1,8 +1,9 @@
 """The fine-tuning loop: plain PyTorch, dynamic padding, evaluation on a fixed grid of training progress.
 
 Evaluations happen ``evals_per_epoch`` times per epoch, at the same fractions of an epoch whatever the batch
-size, and are numbered 1, 2, ...: that number is the step reported to the pruner, so trials with different
-batch sizes are compared at the same amount of training. The returned metric is the one of the last
+size, and are numbered by their place on that grid (evaluation k of epoch e is step
+``(e - 1) * evals_per_epoch + k``): that is the step reported to the pruner, so trials with different batch
+sizes are compared after the same amount of training. The returned metric is the one of the last
 evaluation, the model as training leaves it (what production training from the same config gives).
 """
 
@@ -20,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, get_scheduler
 
+from search.errors import ConfigError
 from search.progress import TrainingProgress
 
 EVAL_BATCH_SIZE = 64
@@ -33,6 +35,7 @@ class Evaluation:
     train_loss: float  # mean training loss since the previous evaluation
     metric: float
     train_seconds: float  # optimisation time so far, evaluations excluded
+    final: bool  # the evaluation at the end of training
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,10 +48,31 @@ class TrainResult:
     model: nn.Module  # as training left it
 
 
-def evaluation_steps(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -> list[int]:
-    """Optimizer steps after which to evaluate: ``evals_per_epoch`` evenly spread points in each epoch."""
-    per_epoch = sorted({max(1, round(steps_per_epoch * k / evals_per_epoch)) for k in range(1, evals_per_epoch + 1)})
-    return [epoch * steps_per_epoch + step for epoch in range(epochs) for step in per_epoch]
+def evaluation_points(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -> dict[int, int]:
+    """Optimizer step -> grid step of each evaluation: ``evals_per_epoch`` evenly spread points per epoch.
+
+    With fewer optimizer steps than points in an epoch, points that fall on the same step are evaluated
+    once, under the later grid step, so the end of epoch e is always step ``e * evals_per_epoch``.
+    """
+    points = {}
+    for epoch in range(epochs):
+        for k in range(1, evals_per_epoch + 1):
+            step = epoch * steps_per_epoch + max(1, round(steps_per_epoch * k / evals_per_epoch))
+            points[step] = epoch * evals_per_epoch + k
+    return points
+
+
+def check_training(training: DictConfig) -> None:
+    """Refuse values the loop cannot run with, in one line each."""
+    for key, low in (("num_epochs", 1), ("evals_per_epoch", 1), ("batch_size", 1), ("max_length", 2)):
+        value = training[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"training.{key} is {value!r}; it must be an integer >= {low}")
+    for key in ("dropout", "label_smoothing", "warmup_ratio"):
+        if not 0 <= training[key] < 1:
+            raise ConfigError(f"training.{key} is {training[key]!r}; allowed: 0 <= value < 1")
+    if not training.learning_rate > 0:
+        raise ConfigError(f"training.learning_rate is {training.learning_rate!r}; it must be > 0")
 
 
 def train(
@@ -90,7 +114,7 @@ def train(
         num_training_steps=total_steps,
     )
     loss_function = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
-    evaluate_after = set(evaluation_steps(len(loader), training.num_epochs, training.evals_per_epoch))
+    evaluate_after = evaluation_points(len(loader), training.num_epochs, training.evals_per_epoch)
     metric_name, metric_function = metric
     curve: list[Evaluation] = []
     step, examples, train_seconds, loss_sum, loss_count = 0, 0, 0.0, 0.0, 0
@@ -115,7 +139,13 @@ def train(
                 train_seconds += time.perf_counter() - started
                 value = metric_function(*predict(classifier, validation_set, collate))
                 evaluation = Evaluation(
-                    len(curve) + 1, step / len(loader), examples, loss_sum / loss_count, value, train_seconds
+                    step=evaluate_after[step],
+                    epoch=step / len(loader),
+                    examples_seen=examples,
+                    train_loss=loss_sum / loss_count,
+                    metric=value,
+                    train_seconds=train_seconds,
+                    final=step == total_steps,
                 )
                 curve.append(evaluation)
                 progress.evaluated(metric_name, value)

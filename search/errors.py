@@ -6,6 +6,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from omegaconf.errors import MissingMandatoryValue
+
 EXIT_CONFIG_ERROR = 2
 
 
@@ -16,11 +18,33 @@ class ConfigError(Exception):
     """
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def as_config_error(error: BaseException) -> ConfigError | None:
+    """The user error behind ``error``, also when a library wrapped it (OmegaConf wraps resolver errors)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConfigError):
+            return error
+        if isinstance(error, MissingMandatoryValue):
+            return ConfigError(f"{error.full_key} has no value (???); set it in the config or on the command line")
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @contextmanager
 def exit_on_config_error() -> Iterator[None]:
-    """Turn a :class:`ConfigError` into ``error: <message>`` on stderr and exit status 2."""
+    """Turn a user error into ``error: <message>`` on stderr and exit status 2; re-raise anything else."""
     try:
         yield
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+    except Exception as error:
+        config_error = as_config_error(error)
+        if config_error is None:
+            raise
+        print(f"error: {config_error}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_CONFIG_ERROR) from None

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -83,16 +84,16 @@ def training_progress(description: str) -> Iterator[TrainingProgress]:
 class StudyView:
     """The live view of one study; use as a context manager around its trial loop."""
 
-    def __init__(self, study: optuna.Study, n_trials: int, metric: str) -> None:
-        self.study, self.n_trials, self.metric = study, n_trials, metric
+    def __init__(self, study: optuna.Study, n_trials: int, done: int, metric: str) -> None:
+        self.study, self.metric = study, metric
         self.progress = _progress()
-        self._row = self.progress.add_task(f"study {study.study_name}", total=n_trials, info="")
+        self._row = self.progress.add_task(f"study {escape(study.study_name)}", total=n_trials, info="")
+        self.refresh(done)
 
     def __enter__(self) -> StudyView:
         global _active_view
         self.progress.start()
         _active_view = self
-        self.refresh()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -100,10 +101,9 @@ class StudyView:
         _active_view = None
         self.progress.stop()
 
-    def refresh(self, done: int | None = None) -> None:
-        trials = self.study.get_trials(deepcopy=False)
-        pruned = sum(t.state == TrialState.PRUNED for t in trials)
-        failed = sum(t.state == TrialState.FAIL for t in trials)
+    def refresh(self, done: int) -> None:
+        """Show ``done`` trials of the budget, the best so far, and the pruned and failed counts."""
+        pruned, failed = _pruned_and_failed(self.study)
         best = best_trial(self.study)
         info = f"best {self.metric} {best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
         info += f" · {pruned} pruned · {failed} failed"
@@ -115,7 +115,8 @@ class StudyView:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         colour = {TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow"}.get(trial.state, "red")
         self.progress.console.print(
-            f"trial {trial.number:>3} [{colour}]{trial.state.name:<8}[/] {value:<22} {seconds:6.1f}s  {note}".rstrip(),
+            f"trial {trial.number:>3} [{colour}]{trial.state.name:<8}[/] {value:<22} {seconds:6.1f}s  "
+            f"{escape(note)}".rstrip(),
             highlight=False,
         )
         self.refresh(done)
@@ -135,10 +136,10 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     complete.sort(key=lambda t: t.value, reverse=reverse)
     names = sorted({name for t in complete for name in t.params})
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    pruned, failed = _pruned_and_failed(study)
     table = Table(
-        title=f"study {study.study_name}: top {min(limit, len(complete))} of {len(complete)} complete trials "
-        f"({states.count(TrialState.PRUNED)} pruned, {states.count(TrialState.FAIL)} failed)"
+        title=f"study {escape(study.study_name)}: top {min(limit, len(complete))} of {len(complete)} complete "
+        f"trials ({pruned} pruned, {failed} failed)"
     )
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
@@ -151,6 +152,11 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
         cells = [_format(trial.params.get(name)) for name in names]
         table.add_row(str(rank), str(trial.number), f"{trial.value:.4f}", *cells, f"{seconds:.0f}")
     return table
+
+
+def _pruned_and_failed(study: optuna.Study) -> tuple[int, int]:
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return states.count(TrialState.PRUNED), states.count(TrialState.FAIL)
 
 
 def _format(value: object) -> str:

@@ -32,14 +32,11 @@ from optuna.distributions import (
     IntDistribution,
 )
 
-from search.errors import ConfigError
+from search.errors import ConfigError, first_line
 
 TYPES = ("float", "int", "categorical")
-_FIELDS = {
-    "float": {"key", "type", "low", "high", "log", "step"},
-    "int": {"key", "type", "low", "high", "log", "step"},
-    "categorical": {"key", "type", "choices"},
-}
+_NUMERIC_FIELDS = {"key", "type", "low", "high", "log", "step"}
+_FIELDS = {"float": _NUMERIC_FIELDS, "int": _NUMERIC_FIELDS, "categorical": {"key", "type", "choices"}}
 
 
 @dataclass(frozen=True)
@@ -56,10 +53,10 @@ class SearchSpace:
 
     def __init__(self, parameters: list[Parameter]) -> None:
         self.parameters = {p.name: p for p in parameters}
-        keys = [p.key for p in parameters]
-        duplicated = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicated:
-            raise ConfigError(f"search space: key {duplicated[0]!r} is tuned by more than one parameter")
+        for what, values in (("name", [p.name for p in parameters]), ("key", [p.key for p in parameters])):
+            duplicated = sorted({v for v in values if values.count(v) > 1})
+            if duplicated:
+                raise ConfigError(f"search space: {what} {duplicated[0]!r} is used by more than one parameter")
 
     def __len__(self) -> int:
         return len(self.parameters)
@@ -84,12 +81,21 @@ class SearchSpace:
         """Hydra overrides (``key=value``) that apply a trial's parameter values."""
         return [f"{self.parameters[name].key}={override_value(value)}" for name, value in params.items()]
 
-    def check_keys_exist(self, config: DictConfig) -> None:
-        """Every parameter must point at a key that exists in the composed config."""
+    def check_against(self, config: DictConfig) -> None:
+        """Every parameter must point at a key of the composed config, and not put floats into an int."""
         for p in self.parameters.values():
-            if OmegaConf.select(config, p.key, default=_ABSENT, throw_on_missing=False) is _ABSENT:
+            current = OmegaConf.select(config, p.key, default=_ABSENT, throw_on_missing=False)
+            where = f"search space parameter {p.name!r}"
+            if current is _ABSENT:
+                raise ConfigError(f"{where}: key {p.key!r} does not exist in the composed config")
+            if (
+                isinstance(current, int)
+                and not isinstance(current, bool)
+                and isinstance(p.distribution, FloatDistribution)
+            ):
                 raise ConfigError(
-                    f"search space parameter {p.name!r}: key {p.key!r} does not exist in the composed config"
+                    f"{where}: key {p.key!r} holds an integer ({current}) but the parameter is float; "
+                    "use type int (or range(a, b) in hydra.sweeper.params)"
                 )
 
 
@@ -172,9 +178,8 @@ def _parse_override(line: str) -> Override:
     try:
         return OverridesParser.create().parse_override(line)
     except HydraException as error:
-        first_line = str(error).strip().splitlines()[0]
         raise ConfigError(
-            f"cannot parse search parameter {line!r} ({first_line}); "
+            f"cannot parse search parameter {line!r} ({first_line(error)}); "
             "allowed: interval(a, b), range(a, b[, step]), choice(a, b, ...), tag(log, interval(a, b))"
         ) from None
 
@@ -206,7 +211,9 @@ def _numeric(where: str, kind: str, low: Any, high: Any, log: Any, step: Any) ->
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
             raise ConfigError(f"{where}: 'step' must be a positive number, got {step!r}")
-        if log:
+        if kind == "int" and not float(step).is_integer():
+            raise ConfigError(f"{where}: 'step' must be an integer for type int, got {step!r}")
+        if log and step != 1:  # Optuna's log scale takes no step (an int one keeps step 1)
             raise ConfigError(f"{where}: 'step' and a log scale cannot be combined; drop one of them")
     if kind == "int":
         return IntDistribution(int(low), int(high), log=log, step=int(step) if step is not None else 1)

@@ -2,7 +2,7 @@
 
 The default is an SQLite file under ``studies/`` (embedded, no set-up); any SQLAlchemy URL Optuna supports
 works, PostgreSQL when several workers or machines share a study. One storage object is kept per URL and
-process, so the sweeper and the trials it runs in-process share a connection pool and Optuna's trial cache.
+process, so the sweeper and the trials it runs in-process share one engine and connection pool.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from search.errors import ConfigError
+from search.errors import ConfigError, first_line
 
 # Seconds an SQLite connection waits for a lock before failing: trials write briefly but a dashboard or a
 # second worker may hold the file for a moment.
@@ -50,6 +50,5 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except (SQLAlchemyError, ImportError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"cannot open storage {shown!r}: {reason}; expected {allowed}") from None
+    except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:  # RuntimeError: schema version
+        raise ConfigError(f"cannot open storage {shown!r}: {first_line(error)}; expected {allowed}") from None

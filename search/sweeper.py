@@ -3,24 +3,25 @@
 ``python -m objectives.finetune -m`` (or ``hps-finetune -m``) hands the command line to
 :meth:`PruningSweeper.sweep`, which
 
-1. splits the command line: ``interval(...)`` overrides add search parameters, plain values fix keys (a
-   fixed key leaves the search space), and comma lists / ``choice`` / ``range`` outside the space are
-   *experiments*: one study per combination, named after what differs (``finetune-data=sst2``);
+1. splits the command line: ``interval(...)`` overrides add search parameters, plain values fix keys, and
+   comma lists / ``choice`` / ``range`` are *experiments*: one study per combination, named after what
+   differs (``finetune-data=sst2``); a fixed or swept key leaves the search space;
 2. for each experiment composes the task config, builds and checks its search space (every key must exist),
-   runs the objective's preflight check (data, model, bounds) before any trial, then creates or resumes the
-   study, which records what it optimises;
+   runs the objective's preflight check (data, model, bounds), and creates or resumes its study, which
+   records what it optimises; all of this for every experiment before the first trial runs;
 3. asks Optuna for one trial at a time and launches it as an ordinary Hydra job through the configured
    launcher, with the trial's values as overrides and ``trial={study, number}`` so the job can report to its
    trial (:mod:`search.trial`); the result, a pruning, or an exception is told back to the study.
 
-Trials run one at a time per sweeper process, and the budget is counted in the storage, so several sweeper
-processes started on the same study (any scheduler, one machine or many) share it without a batch barrier.
+Trials run one at a time per sweeper process and the budget is counted in the storage; Ctrl-C or SIGTERM
+stores the running trial as FAIL marked interrupted, which a resumed study runs again first.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
+from rich.markup import escape
 
-from search.errors import ConfigError, exit_on_config_error
+from search.errors import ConfigError, exit_on_config_error, first_line
 from search.progress import StudyView, console, top_trials_table
 from search.space import (
     SearchSpace,
@@ -70,21 +72,24 @@ class Experiment:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """An experiment checked and ready to run: its search space, what it optimises, sampler and pruner."""
+    """An experiment checked and ready to run: its study (created or resumed) and its search space."""
 
     experiment: Experiment
+    study: optuna.Study
     space: SearchSpace
-    spec: StudySpec
-    sampler: optuna.samplers.BaseSampler
-    pruner: optuna.pruners.BasePruner
+    metric: str
 
 
 class PruningSweeper(Sweeper):
-    """Runs pruned Optuna studies over Hydra jobs. Configured by ``conf/hydra/sweeper/hps.yaml``."""
+    """Runs pruned Optuna studies over Hydra jobs. Configured by ``conf/hydra/sweeper/hps.yaml``.
+
+    ``direction`` and ``n_jobs`` are accepted for configs written for the Hydra Optuna sweeper: a direction
+    overrides ``objective.direction``; trials of one sweeper process run one at a time (``n_jobs: 1``).
+    """
 
     def __init__(
         self,
-        storage: str,
+        storage: str | None,
         n_trials: int,
         sampler: DictConfig,
         pruner: DictConfig,
@@ -92,6 +97,8 @@ class PruningSweeper(Sweeper):
         params: DictConfig | None = None,
         preflight: str | None = None,
         top_k: int = 10,
+        direction: str | None = None,
+        n_jobs: int = 1,
     ) -> None:
         self.storage = storage
         self.n_trials = n_trials
@@ -101,6 +108,8 @@ class PruningSweeper(Sweeper):
         self.params = params
         self.preflight = preflight
         self.top_k = top_k
+        self.direction = direction
+        self.n_jobs = n_jobs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -110,34 +119,55 @@ class PruningSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        with exit_on_config_error():
-            if not isinstance(self.n_trials, int) or self.n_trials < 1:
-                raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
-            experiments, command_line_space, fixed_keys = self._plan(arguments)
-            # Check every experiment before the first trial, so bad input never waits behind hours of work.
-            plans = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
-            for plan in plans:
-                self._run_study(plan)
+        previous_handler = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
+        try:
+            with exit_on_config_error():
+                if not self.storage:
+                    raise ConfigError(
+                        "hydra.sweeper.storage is null; every study lives in a database: drop `storage: null` "
+                        "for the default sqlite:///studies/hps.db, or give an SQLAlchemy URL"
+                    )
+                if not isinstance(self.n_trials, int) or self.n_trials < 1:
+                    raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
+                if self.n_jobs != 1:
+                    raise ConfigError(
+                        f"hydra.sweeper.n_jobs is {self.n_jobs}; one sweeper runs one trial at a time (n_jobs: 1)"
+                    )
+                experiments, command_line_space, fixed_keys = self._plan(arguments)
+                # Check every experiment and its study before the first trial, so that bad input never waits
+                # behind hours of work.
+                plans = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
+                for plan in plans:
+                    self._run_study(plan)
+        except KeyboardInterrupt:
+            console.print("interrupted: run the same command again to resume")
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
 
     def _plan(self, arguments: list[str]) -> tuple[list[Experiment], SearchSpace, set[str]]:
-        """Split the command line into fixed overrides, search parameters and experiment combinations."""
+        """Split the command line into fixed overrides, search parameters and experiment combinations.
+
+        A key that is fixed or swept as an experiment leaves the search space.
+        """
         params_space, params_fixed = parse_sweeper_params(self.params)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         try:
             parsed = parser.parse_overrides(arguments)
         except HydraException as error:
-            raise ConfigError(str(error).strip().splitlines()[0]) from None
+            raise ConfigError(first_line(error)) from None
         fixed = [f"{key}={value}" for key, value in params_fixed.items()]
         fixed_keys, parameters, dimensions = set(params_fixed), [], []
         for override in parsed:
             key = override.get_key_element()
             if isinstance(override.value(), IntervalSweep):
                 parameters.append(parameter_from_override(override))
-            elif override.is_discrete_sweep():
+                continue
+            fixed_keys.add(key)
+            if override.is_discrete_sweep():
                 dimensions.append([f"{key}={value}" for value in override.sweep_string_iterator()])
             else:
                 fixed.append(override.input_line)
-                fixed_keys.add(key)
         base_name = self.study_name or str(self.config.hydra.job.name)
         experiments = [
             Experiment(fixed + list(combination), "-".join([base_name, *combination]))
@@ -149,97 +179,75 @@ class PruningSweeper(Sweeper):
         try:
             return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         except HydraException as error:
-            raise ConfigError(str(error).strip().splitlines()[0]) from None
+            raise ConfigError(first_line(error)) from None
 
     def _prepare(self, experiment: Experiment, command_line_space: SearchSpace, fixed_keys: set[str]) -> StudyPlan:
-        """Compose the experiment's config, build and check its search space, run the preflight check."""
+        """Compose the experiment, check its search space and input, then create or resume (and check) its study."""
         config = self._compose(experiment.overrides)
         space = parse_search_space(OmegaConf.to_container(config.get("search_space") or {}, resolve=True))
         space = space.merged(command_line_space).without_keys(fixed_keys)
         if not len(space):
             raise ConfigError("the search space is empty; choose one with search_space=NAME or hydra.sweeper.params")
-        space.check_keys_exist(config)
+        space.check_against(config)
         objective = config.get("objective")
         if objective is None or "metric" not in objective or "direction" not in objective:
             raise ConfigError("the task config needs an 'objective' node with 'metric' and 'direction'")
         spec = StudySpec(
             name=experiment.study_name,
-            direction=str(objective.direction),
+            direction=str(self.direction or objective.direction),
             metric=str(objective.metric),
             identity={k: str(v) for k, v in (objective.get("identity") or {}).items()},
         )
         if self.preflight:
             get_method(self.preflight)(config, space)
-        return StudyPlan(
-            experiment, space, spec, _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
-        )
+        sampler, pruner = _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
+        study = open_study(open_storage(self.storage), self.storage, spec, sampler, pruner)
+        return StudyPlan(experiment, study, space, spec.metric)
 
     def _run_study(self, plan: StudyPlan) -> None:
-        experiment, space, spec = plan.experiment, plan.space, plan.spec
-        study = open_study(open_storage(self.storage), self.storage, spec, plan.sampler, plan.pruner)
+        study = plan.study
         requeued = requeue_interrupted(study)
         done = counted_trials(study)
         console.print(
-            f"study [bold]{spec.name}[/] in {display_url(self.storage)}: {done} of {self.n_trials} trials done"
+            f"study [bold]{escape(study.study_name)}[/] in {display_url(self.storage)}: "
+            f"{done} of {self.n_trials} trials done"
             + (f", re-running interrupted trial(s) {requeued}" if requeued else ""),
             highlight=False,
         )
-        with StudyView(study, self.n_trials, spec.metric) as view:
+        with StudyView(study, self.n_trials, done, plan.metric) as view:
             while done < self.n_trials:
-                self._run_trial(study, study.ask(space.distributions), experiment, space, view)
+                self._run_trial(plan, view)
                 done = counted_trials(study)
-        console.print(top_trials_table(study, spec.metric, self.top_k))
+        console.print(top_trials_table(study, plan.metric, self.top_k))
 
-    def _run_trial(
-        self,
-        study: optuna.Study,
-        trial: optuna.Trial,
-        experiment: Experiment,
-        space: SearchSpace,
-        view: StudyView,
-    ) -> None:
+    def _run_trial(self, plan: StudyPlan, view: StudyView) -> None:
+        """Ask for one trial, run it as a Hydra job, tell the study how it ended."""
+        study = plan.study
+        trial = study.ask(plan.space.distributions)
         overrides = [
-            *experiment.overrides,
-            *space.overrides(trial.params),
+            *plan.experiment.overrides,
+            *plan.space.overrides(trial.params),
             f"++trial={{study:{override_value(study.study_name)},number:{trial.number}}}",
             f"hydra.sweep.subdir={override_value(self._trial_subdir(study.study_name, trial.number))}",
         ]
         try:
             (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            frozen, note = _tell(study, trial, result)
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED, True)
-            trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C)")
-            study.tell(trial, state=TrialState.FAIL)
+            trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C or SIGTERM)")
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             view.progress.stop()
-            console.print(
-                f"interrupted: trial {trial.number} stored as FAIL (interrupted); "
-                "run the same command again to resume the study, re-running that trial first"
-            )
-            raise SystemExit(EXIT_INTERRUPTED) from None
-        frozen, note = self._tell(study, trial, result)
+            console.print(f"trial {trial.number} stored as FAIL (interrupted); a resumed study re-runs it first")
+            raise
+        except Exception as error:  # the launcher itself broke: no trial is left RUNNING
+            trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {first_line(error)}")
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            raise
         retry_of = frozen.user_attrs.get(RETRY_OF)
         if retry_of is not None:
             note = f"(re-run of trial {retry_of}) {note}"
         view.trial_finished(frozen, counted_trials(study), note)
-
-    @staticmethod
-    def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[optuna.trial.FrozenTrial, str]:
-        """Store the job's outcome; returns the finished trial and a note for the progress line."""
-        if result.status != JobStatus.COMPLETED:
-            # JobReturn.return_value would re-raise and log the traceback; the exception itself is enough.
-            error = result._return_value
-            if isinstance(error, optuna.TrialPruned):
-                return study.tell(trial, state=TrialState.PRUNED), str(error)
-            message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            reason = f"{type(error).__name__}: {message}"
-            trial.set_user_attr(FAIL_REASON, reason)
-            return study.tell(trial, state=TrialState.FAIL), reason
-        value = result.return_value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            reason = f"the task returned {value!r}, not a finite number"
-            trial.set_user_attr(FAIL_REASON, reason)
-            return study.tell(trial, state=TrialState.FAIL), reason
-        return study.tell(trial, float(value)), ""
 
     def _trial_subdir(self, study_name: str, number: int) -> str:
         """``<study>/trial_<n>``, suffixed if a folder of that name is left from an earlier database."""
@@ -252,11 +260,32 @@ class PruningSweeper(Sweeper):
         return candidate
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[optuna.trial.FrozenTrial, str]:
+    """Store the job's outcome; returns the finished trial and a note for the progress line."""
+    if result.status != JobStatus.COMPLETED:
+        # JobReturn.return_value would re-raise and log the traceback; the exception itself is enough.
+        error = result._return_value
+        if isinstance(error, optuna.TrialPruned):
+            return study.tell(trial, state=TrialState.PRUNED), str(error)
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        trial.set_user_attr(FAIL_REASON, reason)
+        return study.tell(trial, state=TrialState.FAIL), reason
+    value = result.return_value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        reason = f"the task returned {value!r}, not a finite number"
+        trial.set_user_attr(FAIL_REASON, reason)
+        return study.tell(trial, state=TrialState.FAIL), reason
+    return study.tell(trial, float(value)), ""
+
+
 def _build(what: str, config: DictConfig) -> Any:
     """Instantiate a sampler or pruner config, or say in one line why it cannot be."""
     try:
         return instantiate(config)
     except (InstantiationException, ImportError) as error:
-        cause = error.__cause__ or error
-        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(f"cannot build the {what} {config.get('_target_')!r}: {message}") from None
+        reason = first_line(error.__cause__ or error)
+        raise ConfigError(f"cannot build the {what} {config.get('_target_')!r}: {reason}") from None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

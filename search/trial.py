@@ -52,12 +52,15 @@ class TrialLink:
     def number(self) -> int | None:
         return None if self.trial is None else self.trial.number
 
-    def report(self, step: int, value: float) -> None:
-        """Record ``value`` at ``step``; raise :class:`optuna.TrialPruned` if the pruner stops the trial."""
+    def report(self, step: int, value: float, can_prune: bool = True) -> None:
+        """Record ``value`` at ``step``; raise :class:`optuna.TrialPruned` if the pruner stops the trial.
+
+        ``can_prune=False`` for the last evaluation: a trial that trained to the end is complete.
+        """
         if self.trial is None or not math.isfinite(value):
             return
         self.trial.report(value, step)
-        if self.trial.should_prune():
+        if can_prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step} with value {value:.4g}")
 
     def set_user_attrs(self, **attrs: Any) -> None:

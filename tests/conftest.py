@@ -50,6 +50,13 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def default_paths(monkeypatch):
+    """Tests see the configs' own default paths, whatever the shell exported."""
+    monkeypatch.delenv("HPS_DATA_ROOT", raising=False)
+    monkeypatch.delenv("HPS_STUDIES_DIR", raising=False)
+
+
 @pytest.fixture
 def studies(tmp_path: Path) -> Path:
     return tmp_path / "studies"

@@ -47,7 +47,7 @@ def test_default_sampler_and_pruner():
 def test_every_search_space_parses_and_points_at_existing_keys(name):
     config = composed(f"search_space={name}")
     space = parse_search_space(config.search_space)
-    space.check_keys_exist(config)
+    space.check_against(config)
 
 
 @pytest.mark.parametrize("name", options("experiment"))

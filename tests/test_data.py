@@ -16,13 +16,9 @@ from tests.conftest import REPO, write_csv
 
 def data_config(folder: Path, **changes) -> OmegaConf:
     base = OmegaConf.load(REPO / "conf" / "data" / "csv.yaml")
-    base.pop("defaults", None)
-    config = OmegaConf.merge(
-        base,
-        {"name": "toy", "dir": str(folder), "num_labels": 3, "validation_file": "validation.csv"},
-        changes,
+    return OmegaConf.merge(
+        base, {"name": "toy", "dir": str(folder), "num_labels": 3, "max_train_examples": None}, changes
     )
-    return config
 
 
 def toy_rows(n: int, labels: int = 3) -> list[list]:
@@ -77,11 +73,13 @@ def test_holds_out_a_stratified_seeded_validation_split(toy):
     assert not set(first.validation["text"]) & set(first.train["text"])
 
 
-def test_subsamples_train_stratified_and_independent_of_the_training_seed(toy):
+def test_subsamples_train_stratified_and_seeded_by_data_seed(toy):
     splits = load_splits(data_config(toy, max_train_examples=30))
     assert len(splits.train) == 30
     assert Counter(splits.train[LABELS]) == {0: 10, 1: 10, 2: 10}
     assert len(splits.validation) == 30  # the validation file is never subsampled
+    assert load_splits(data_config(toy, max_train_examples=30)).train["text"] == splits.train["text"]
+    assert load_splits(data_config(toy, max_train_examples=30, seed=7)).train["text"] != splits.train["text"]
 
 
 def test_sentence_pairs_are_encoded_as_pairs(tmp_path):

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, open_dict
 from objectives.data import load_splits
 from objectives.finetune import fine_tune
 from objectives.model import freeze_bottom, load_classifier
-from objectives.train import evaluation_steps
+from objectives.train import evaluation_points
 from search.trial import TrialLink
 from tests.conftest import REPO, composed
 
@@ -31,9 +31,12 @@ def test_every_data_config_reads_its_real_files(name, monkeypatch):
 
 
 def test_evaluations_fall_on_the_same_fractions_of_an_epoch():
-    assert evaluation_steps(steps_per_epoch=10, epochs=2, evals_per_epoch=4) == [2, 5, 8, 10, 12, 15, 18, 20]
-    assert evaluation_steps(steps_per_epoch=40, epochs=1, evals_per_epoch=4) == [10, 20, 30, 40]
-    assert evaluation_steps(steps_per_epoch=3, epochs=1, evals_per_epoch=4) == [1, 2, 3]  # fewer steps than evals
+    points = evaluation_points(steps_per_epoch=10, epochs=2, evals_per_epoch=4)
+    assert points == {2: 1, 5: 2, 8: 3, 10: 4, 12: 5, 15: 6, 18: 7, 20: 8}
+    assert evaluation_points(steps_per_epoch=40, epochs=1, evals_per_epoch=4) == {10: 1, 20: 2, 30: 3, 40: 4}
+    # Fewer optimizer steps than evaluations: shared points are evaluated once, and the end of epoch e is
+    # still step e * evals_per_epoch, as in every other trial.
+    assert evaluation_points(steps_per_epoch=3, epochs=2, evals_per_epoch=4) == {1: 1, 2: 3, 3: 4, 4: 5, 5: 7, 6: 8}
 
 
 def test_freezing_covers_embeddings_and_the_bottom_layers():
@@ -74,18 +77,20 @@ def test_training_is_deterministic_and_frozen_weights_do_not_move(run_config):
     assert [e.step for e in first.curve] == [1, 2, 3, 4]
     assert [(e.metric, e.train_loss) for e in first.curve] == [(e.metric, e.train_loss) for e in second.curve]
     unchanged = {name: torch.equal(value, initial[name]) for name, value in first.model.state_dict().items()}
-    frozen = ("bert.embeddings.", "bert.encoder.layer.0.")
-    assert all(same for name, same in unchanged.items() if name.startswith(frozen))
-    assert not any(
-        same for name, same in unchanged.items() if name.startswith(("bert.encoder.layer.1.", "classifier."))
-    )
+    frozen = [
+        same for name, same in unchanged.items() if name.startswith(("bert.embeddings.", "bert.encoder.layer.0."))
+    ]
+    trained = [same for name, same in unchanged.items() if name.startswith(("bert.encoder.layer.1.", "classifier."))]
+    assert len(frozen) > 10 and all(frozen)
+    assert len(trained) > 10 and not any(trained)
+    assert first.curve[-1].final and not any(e.final for e in first.curve[:-1])
 
 
-def test_outside_a_study_the_link_does_nothing():
+def test_outside_a_study_the_link_never_prunes():
     link = TrialLink()
     assert not link.in_study and link.number is None
-    link.report(1, 0.5)  # never prunes
-    link.set_user_attrs(anything=1)
+    for step in range(1, 20):
+        link.report(step, 0.0)  # a study's pruner would stop this; outside a study nothing happens
 
 
 def test_model_package_resolver_names_the_shipped_model():

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from search.errors import ConfigError
-from search.space import parse_parameter, parse_search_space, parse_sweeper_params
+from search.space import SearchSpace, parse_parameter, parse_search_space, parse_sweeper_params
 
 
 def test_parses_every_type():
@@ -53,6 +53,7 @@ def test_parses_every_type():
             "'step' and a log scale",
         ),
         ({"key": "a", "type": "int", "low": 0, "high": 4, "step": 0}, "'step' must be a positive number"),
+        ({"key": "a", "type": "int", "low": 0, "high": 4, "step": 0.5}, "'step' must be an integer for type int"),
         ("0.1", "expected a mapping"),
     ],
 )
@@ -66,7 +67,7 @@ def test_rejects_bad_parameter_with_one_line(spec, message):
 
 def test_two_parameters_on_one_key_are_rejected():
     spec = {"key": "training.dropout", "type": "float", "low": 0.0, "high": 0.3}
-    with pytest.raises(ConfigError, match="tuned by more than one parameter"):
+    with pytest.raises(ConfigError, match=r"key 'training\.dropout' is used by more than one parameter"):
         parse_search_space({"a": spec, "b": spec})
 
 
@@ -130,7 +131,28 @@ def test_merge_and_fix():
 def test_keys_must_exist_in_the_composed_config():
     config = OmegaConf.create({"training": {"learning_rate": 0.1, "dropout": None}})
     ok = parse_search_space({"d": {"key": "training.dropout", "type": "float", "low": 0, "high": 1}})
-    ok.check_keys_exist(config)  # a key whose value is null still exists
+    ok.check_against(config)  # a key whose value is null still exists
     bad = parse_search_space({"x": {"key": "training.lr", "type": "float", "low": 0, "high": 1}})
     with pytest.raises(ConfigError, match=r"search space parameter 'x': key 'training\.lr' does not exist"):
-        bad.check_keys_exist(config)
+        bad.check_against(config)
+
+
+def test_a_float_parameter_cannot_set_an_integer_key():
+    config = OmegaConf.create({"training": {"max_length": 128}})
+    space, _ = parse_sweeper_params({"training.max_length": "interval(32, 128)"})
+    with pytest.raises(ConfigError, match=r"holds an integer \(128\) but the parameter is float; use type int"):
+        space.check_against(config)
+    integers, _ = parse_sweeper_params({"training.max_length": "range(32, 128)"})
+    integers.check_against(config)
+
+
+def test_log_scale_int_range_is_accepted():
+    space, _ = parse_sweeper_params({"training.batch_size": "tag(log, range(8, 64))"})
+    assert space.distributions == {"training.batch_size": IntDistribution(8, 64, log=True)}
+
+
+def test_two_parameters_with_one_name_are_rejected():
+    one = parse_parameter("p", {"key": "a", "type": "float", "low": 0, "high": 1})
+    two = parse_parameter("p", {"key": "b", "type": "float", "low": 0, "high": 1})
+    with pytest.raises(ConfigError, match="name 'p' is used by more than one parameter"):
+        SearchSpace([one, two])

@@ -176,8 +176,16 @@ def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studie
             ["+search_space.x={key:training.nope,type:float,low:0,high:1}"],
             "key 'training.nope' does not exist",
         ),
-        (["search_space.freeze_layers.high=5"], "which has 2 encoder layers; allowed: 0..2"),
+        (
+            ["search_space.freeze_layers.high=5"],
+            "values [0, 5] are not all integers 0..2; model 'tiny-bert-random' has 2 encoder layers",
+        ),
         (["hydra.sweeper.n_trials=0"], "n_trials is 0; it must be a positive integer"),
+        (["hydra.sweeper.n_jobs=4"], "n_jobs is 4; one sweeper runs one trial at a time"),
+        (["hydra.sweeper.storage=null"], "hydra.sweeper.storage is null; every study lives in a database"),
+        (["training.num_epochs=0"], "training.num_epochs is 0; it must be an integer >= 1"),
+        (["model.path=${model_package_path:no_such_package}"], "model package 'no_such_package' is not installed"),
+        (["training.max_length=interval(16, 64)"], "key 'training.max_length' holds an integer (128)"),
         (
             ["hydra.sweeper.sampler._target_=optuna.samplers.NoSuch"],
             "cannot build the sampler 'optuna.samplers.NoSuch'",
@@ -259,7 +267,24 @@ def test_a_fixed_value_on_the_command_line_takes_the_key_out_of_the_space(studie
     assert trial.user_attrs["config"]["training"]["batch_size"] == 8
 
 
-def test_ctrl_c_leaves_the_study_consistent_and_resumable(studies):
+def test_sweeping_a_searched_key_gives_one_study_per_value_with_that_key_fixed(studies):
+    assert_ok(run_cli(*SMOKE, "training.batch_size=8,16", "hydra.sweeper.n_trials=1", studies=studies))
+    for size in (8, 16):
+        (trial,) = load(studies, f"smoke-training.batch_size={size}").trials
+        assert "batch_size" not in trial.params
+        assert trial.user_attrs["config"]["training"]["batch_size"] == size
+
+
+def test_every_study_is_checked_before_the_first_trial_runs(studies):
+    assert_ok(run_cli(*SMOKE, "training.num_epochs=1,2", "hydra.sweeper.n_trials=1", studies=studies))
+    result = run_cli(*SMOKE, "training.num_epochs=3,2", "objective.direction=minimize", studies=studies)
+    assert result.returncode == 2
+    assert "study 'smoke-training.num_epochs=2'" in result.stderr and "not minimize" in result.stderr
+    assert load(studies, "smoke-training.num_epochs=3").trials == []  # nothing ran before the refusal
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, stop):
     command = [
         sys.executable,
         "-m",
@@ -277,10 +302,10 @@ def test_ctrl_c_leaves_the_study_consistent_and_resumable(studies):
             continue
         if load(studies).trials[0].intermediate_values:
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
-    assert "run the same command again to resume" in stderr
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
     (interrupted,) = load(studies).trials
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs[INTERRUPTED] is True
 
