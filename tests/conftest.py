@@ -21,12 +21,12 @@ SHIPPED_DATA = REPO / "data"
 def run_cli(
     *args: str, studies: Path, data_root: Path | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m objectives.finetune ARGS`` from the repo root, as a user would."""
+    """Run the README's ``hps-finetune ARGS`` (the installed console script) from the repo root."""
     env = os.environ | {"HPS_STUDIES_DIR": str(studies), "PYTHONUNBUFFERED": "1"}
     if data_root is not None:
         env["HPS_DATA_ROOT"] = str(data_root)
     return subprocess.run(
-        [sys.executable, "-m", "objectives.finetune", *args],
+        [str(Path(sys.executable).parent / "hps-finetune"), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
