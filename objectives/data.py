@@ -29,10 +29,13 @@ LABELS = "labels"  # the column name the model's forward() takes
 
 @dataclass
 class Splits:
-    """Train, validation and (optional) test examples with a ``labels`` column."""
+    """Train, validation and test examples with a ``labels`` column.
+
+    Validation is None only when production training merged it into train; test when not asked for or absent.
+    """
 
     train: datasets.Dataset
-    validation: datasets.Dataset
+    validation: datasets.Dataset | None
     test: datasets.Dataset | None
 
 

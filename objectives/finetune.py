@@ -7,27 +7,34 @@ Run alone it is one training run::
 Run with ``-m`` the sweeper (:mod:`search.sweeper`) makes each trial of the study one such run; the only
 difference is the :class:`~search.trial.TrialLink`, which reports every evaluation to the trial and stops
 the run when the pruner says so. Outside a study the link does nothing.
+
+With ``production.enabled=true`` (what an exported best config sets) the same run is production training:
+optionally on train + validation and for another number of epochs, then one evaluation on the test split,
+and the model saved as a Hugging Face folder with ``metrics.json`` and the config it used.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import hydra
 import torch
 import transformers
+from datasets import Dataset, concatenate_datasets
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 
-from objectives.data import load_splits, tokenize
+from objectives.data import Splits, load_splits, tokenize
 from objectives.metrics import metric_function
 from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
-from objectives.train import Evaluation, TrainResult, check_training, train
-from search.errors import exit_on_config_error
+from objectives.train import Evaluation, TrainResult, check_training, predict, train
+from search.errors import ConfigError, exit_on_config_error
 from search.progress import console, training_progress
 from search.space import SearchSpace
 from search.trial import TrialLink, package_versions
@@ -36,28 +43,37 @@ log = logging.getLogger(__name__)
 
 
 def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
-    """Train as ``cfg`` says, reporting each evaluation through ``link``; returns the final metric and curve."""
+    """Train as ``cfg`` says, reporting each evaluation through ``link``; returns the final metric and curve.
+
+    In production mode it also evaluates on the test split and saves the model (:func:`save_production`).
+    """
     started = time.perf_counter()
-    check_training(cfg.training)
-    threads = cfg.training.threads or available_cores()
+    production = cfg.production.enabled
+    if production and link.in_study:
+        raise ConfigError("production.enabled is true inside a study; production training runs on its own")
+    training = _production_training(cfg) if production else cfg.training
+    check_training(training)
+    threads = training.threads or available_cores()
     torch.set_num_threads(threads)
     metric = (cfg.data.metric, metric_function(cfg.data.metric))
-    splits = load_splits(cfg.data)
+    splits = load_splits(cfg.data, with_test=production)
+    if production and cfg.production.merge_validation:
+        splits = Splits(concatenate_datasets([splits.train, splits.validation]), None, splits.test)
     tokenizer = load_tokenizer(cfg.model)
-    train_set, validation_set = (
-        tokenize(split, tokenizer, list(cfg.data.text_columns), cfg.training.max_length)
-        for split in (splits.train, splits.validation)
+    train_set, validation_set, test_set = (
+        None if split is None else tokenize(split, tokenizer, list(cfg.data.text_columns), training.max_length)
+        for split in (splits.train, splits.validation, splits.test)
     )
-    transformers.set_seed(cfg.training.seed)  # before the new head is initialised
-    classifier = load_classifier(cfg.model, cfg.data.num_labels, cfg.training.dropout)
-    frozen = freeze_bottom(classifier, cfg.model, cfg.training.freeze_layers)
+    transformers.set_seed(training.seed)  # before the new head is initialised
+    classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout)
+    frozen = freeze_bottom(classifier, cfg.model, training.freeze_layers)
     hydra_config = HydraConfig.get()
     log.info(
         "fine-tuning %s on %s: %d training and %d validation examples, %d threads",
         cfg.model.name,
         cfg.data.name,
         len(train_set),
-        len(validation_set),
+        len(validation_set) if validation_set is not None else 0,
         threads,
     )
     link.set_user_attrs(
@@ -65,7 +81,7 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         config=OmegaConf.to_container(cfg, resolve=False) | {"trial": None},
         # The command-line overrides that rebuild this config from conf/ on any machine.
         overrides=[o for o in hydra_config.overrides.task if not o.startswith(("++trial=", "trial="))],
-        seed=cfg.training.seed,
+        seed=training.seed,
         threads=threads,
         versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
         output_dir=hydra_config.runtime.output_dir,
@@ -75,22 +91,24 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
 
     def on_evaluation(evaluation: Evaluation) -> None:
         curve.append(evaluation)
-        log.info("evaluation %d: %s %.4f", evaluation.step, cfg.data.metric, evaluation.metric)
+        log.info(
+            "evaluation %d: %s %r, train loss %r",
+            evaluation.step,
+            cfg.data.metric,
+            evaluation.metric,
+            evaluation.train_loss,
+        )
         link.report(evaluation.step, evaluation.metric, can_prune=not evaluation.final)
 
+    collate = transformers.DataCollatorWithPadding(tokenizer)
     try:
         with training_progress(f"trial {link.number}" if link.in_study else "training") as progress:
-            return train(
-                classifier,
-                frozen,
-                train_set,
-                validation_set,
-                transformers.DataCollatorWithPadding(tokenizer),
-                cfg.training,
-                metric,
-                on_evaluation,
-                progress,
+            result = train(
+                classifier, frozen, train_set, validation_set, collate, training, metric, on_evaluation, progress
             )
+        if production:
+            save_production(cfg, result, tokenizer, test_set, collate, Path(hydra_config.runtime.output_dir))
+        return result
     finally:
         last = curve[-1] if curve else None
         link.set_user_attrs(
@@ -98,6 +116,44 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
             wall_time_s=round(time.perf_counter() - started, 3),
             train_examples_per_s=round(last.examples_seen / last.train_seconds, 2) if last else None,
         )
+
+
+def _production_training(cfg: DictConfig) -> DictConfig:
+    """The training settings with production.num_epochs applied."""
+    training = cfg.training.copy()
+    if cfg.production.num_epochs is not None:
+        with open_dict(training):
+            training.num_epochs = cfg.production.num_epochs
+    return training
+
+
+def save_production(
+    cfg: DictConfig,
+    result: TrainResult,
+    tokenizer: transformers.PreTrainedTokenizerBase,
+    test_set: Dataset | None,
+    collate: transformers.DataCollatorWithPadding,
+    folder: Path,
+) -> dict:
+    """Evaluate once on the test split; save the model folder, ``metrics.json`` and ``config.yaml``."""
+    metric_name = cfg.data.metric
+    test_value = metric_function(metric_name)(*predict(result.model, test_set, collate)) if test_set else None
+    result.model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    metrics = {
+        "metric": metric_name,
+        "test": test_value,
+        "test_examples": len(test_set) if test_set else 0,
+        "validation": result.metric,  # None when validation was merged into training
+        "merge_validation": cfg.production.merge_validation,
+        "num_epochs": cfg.production.num_epochs or cfg.training.num_epochs,
+    }
+    if test_set is None:
+        log.warning("data %s has no test split (data.test_file): metrics.json has no test metric", cfg.data.name)
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
+    console.print(f"production model saved to {folder / 'model'}; test {metric_name}: {test_value}", highlight=False)
+    return metrics
 
 
 def available_cores() -> int:
@@ -133,7 +189,8 @@ def main(cfg: DictConfig) -> float:
         except FloatingPointError as error:
             print(f"error: training failed: {error}", file=sys.stderr)
             raise SystemExit(1) from None
-    console.print(f"{cfg.data.metric} on validation: {result.metric:.4f} ({len(result.curve)} evaluations)")
+    if result.metric is not None:
+        console.print(f"{cfg.data.metric} on validation: {result.metric!r} ({len(result.curve)} evaluations)")
     return result.metric
 
 

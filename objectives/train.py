@@ -43,7 +43,7 @@ class Evaluation:
 
 @dataclass
 class TrainResult:
-    metric: float  # the last evaluation's
+    metric: float | None  # the last evaluation's; None when trained without a validation split
     curve: list[Evaluation]
     model: nn.Module  # as training left it
 
@@ -79,14 +79,17 @@ def train(
     classifier: nn.Module,
     frozen: list[nn.Module],
     train_set: Dataset,
-    validation_set: Dataset,
+    validation_set: Dataset | None,
     collate: DataCollatorWithPadding,
     training: DictConfig,
     metric: tuple[str, Callable[[np.ndarray, np.ndarray], float]],
     on_evaluation: Callable[[Evaluation], None],
     progress: TrainingProgress,
 ) -> TrainResult:
-    """Fine-tune ``classifier`` as ``training`` says; ``on_evaluation`` may raise to stop (pruning)."""
+    """Fine-tune ``classifier`` as ``training`` says; ``on_evaluation`` may raise to stop (pruning).
+
+    Without a ``validation_set`` (production training on train + validation) nothing is evaluated.
+    """
     loader = DataLoader(
         train_set,
         batch_size=training.batch_size,
@@ -114,7 +117,9 @@ def train(
         num_training_steps=total_steps,
     )
     loss_function = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
-    evaluate_after = evaluation_points(len(loader), training.num_epochs, training.evals_per_epoch)
+    evaluate_after = (
+        {} if validation_set is None else evaluation_points(len(loader), training.num_epochs, training.evals_per_epoch)
+    )
     metric_name, metric_function = metric
     curve: list[Evaluation] = []
     step, examples, train_seconds, loss_sum, loss_count = 0, 0, 0.0, 0.0, 0
@@ -153,7 +158,7 @@ def train(
                 loss_sum, loss_count = 0.0, 0
                 _train_mode(classifier, frozen)
                 started = time.perf_counter()
-    return TrainResult(curve[-1].metric, curve, classifier)
+    return TrainResult(curve[-1].metric if curve else None, curve, classifier)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@
 - :mod:`search.trial`     the link a running task uses to report to its trial
 - :mod:`search.sweeper`   the Hydra sweeper that ties them together
 - :mod:`search.progress`  the live view of a study and its running trial
+- :mod:`search.export`    the best trial(s) as complete configs for production training (``hps export``)
 
 Nothing here knows about transformers: objectives live in :mod:`objectives`.
 """

@@ -74,6 +74,16 @@ class SearchSpace:
         kept = [p for p in self.parameters.values() if p.key not in replaced]
         return SearchSpace(kept + list(other.parameters.values()))
 
+    def admits(self, name: str, value: Any) -> bool:
+        """Whether parameter ``name`` exists and ``value`` lies in its distribution."""
+        parameter = self.parameters.get(name)
+        if parameter is None:
+            return False
+        distribution = parameter.distribution
+        if isinstance(distribution, CategoricalDistribution):
+            return value in distribution.choices
+        return isinstance(value, (int, float)) and distribution.low <= value <= distribution.high
+
     def without_keys(self, keys: set[str]) -> SearchSpace:
         return SearchSpace([p for p in self.parameters.values() if p.key not in keys])
 

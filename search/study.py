@@ -5,6 +5,7 @@ A study is created once and resumed by running the same command again. What it o
 in trials of another objective is refused. ``n_trials`` is the total the study should hold, not the number
 to add, so a resumed sweep runs only what is missing. A trial stopped by Ctrl-C is stored as FAIL marked
 ``interrupted``, does not count against the budget, and is queued again with the same parameters on resume.
+A new study can be warm-started from the best trials of an earlier one (:func:`warm_start`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import ConfigError
+from search.space import SearchSpace
 from search.storage import display_url
 
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
 RETRY_OF = "retry_of"
+WARM_START_FROM = "warm_start_from"
 IDENTITY = "objective_identity"
 DIRECTIONS = ("maximize", "minimize")
 
@@ -97,3 +100,23 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
             study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
             requeued.append(trial.number)
     return requeued
+
+
+def warm_start(study: optuna.Study, source: optuna.Study, top_k: int, space: SearchSpace) -> list[str]:
+    """Queue the ``top_k`` best complete trials of ``source`` as the first trials of a new ``study``.
+
+    Each keeps the values that fit ``space`` (the sampler fills in the rest) and records where it came from in
+    ``user_attrs.warm_start_from`` (``study#trial``). A study that already has trials is left alone, so a
+    resumed warm-started study is not seeded twice. Returns the origins queued.
+    """
+    if study.get_trials(deepcopy=False):
+        return []
+    complete = [t for t in source.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    complete.sort(key=lambda t: t.value, reverse=source.direction == optuna.study.StudyDirection.MAXIMIZE)
+    origins = []
+    for trial in complete[:top_k]:
+        origin = f"{source.study_name}#{trial.number}"
+        params = {name: value for name, value in trial.params.items() if space.admits(name, value)}
+        study.enqueue_trial(params, user_attrs={WARM_START_FROM: origin})
+        origins.append(origin)
+    return origins

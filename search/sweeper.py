@@ -57,9 +57,12 @@ from search.study import (
     counted_trials,
     open_study,
     requeue_interrupted,
+    warm_start,
 )
 
 EXIT_INTERRUPTED = 130
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the study view replaces Optuna's per-trial log lines
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class PruningSweeper(Sweeper):
         top_k: int = 10,
         direction: str | None = None,
         n_jobs: int = 1,
+        warm_start: DictConfig | None = None,
     ) -> None:
         self.storage = storage
         self.n_trials = n_trials
@@ -110,6 +114,7 @@ class PruningSweeper(Sweeper):
         self.top_k = top_k
         self.direction = direction
         self.n_jobs = n_jobs
+        self.warm_start_config = warm_start
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context = hydra_context
@@ -202,7 +207,20 @@ class PruningSweeper(Sweeper):
             get_method(self.preflight)(config, space)
         sampler, pruner = _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
         study = open_study(open_storage(self.storage), self.storage, spec, sampler, pruner)
+        if self.warm_start_config:
+            self._warm_start(study, space)
         return StudyPlan(experiment, study, space, spec.metric)
+
+    def _warm_start(self, study: optuna.Study, space: SearchSpace) -> None:
+        """Seed a new study with the best trials of ``hydra.sweeper.warm_start.study``."""
+        url = self.warm_start_config.get("storage") or self.storage
+        name = self.warm_start_config.study
+        if name not in optuna.get_all_study_names(open_storage(url)):
+            raise ConfigError(f"hydra.sweeper.warm_start.study: no study {name!r} in {display_url(url)}")
+        source = optuna.load_study(study_name=name, storage=open_storage(url))
+        origins = warm_start(study, source, int(self.warm_start_config.get("top_k", 3)), space)
+        if origins:
+            console.print(f"warm start: the first trials re-run {', '.join(origins)}", highlight=False)
 
     def _run_study(self, plan: StudyPlan) -> None:
         study = plan.study

@@ -1,0 +1,131 @@
+"""Export a study's best trial(s) as complete configs that train the production model.
+
+Each trial stores the composed config it ran (``user_attrs.config``). An export writes it, with every tuned
+value applied, to ``<studies>/<study>/best.yaml`` (or ``top_<k>``, ``trial_<n>``, ``pareto_<n>``), behind a
+provenance header, so that::
+
+    hps-finetune --config-dir studies/<study> --config-name best
+
+trains from it. Where the task config has a ``production`` node, the export switches ``production.enabled``
+on; ``hydra.run.dir`` is set to a ``runs/`` folder beside the exported file.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import yaml
+from optuna.trial import FrozenTrial, TrialState
+
+from search.errors import ConfigError
+from search.storage import display_url, open_storage
+from search.trial import package_versions
+
+FORMATS = ("yaml", "json")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which trials to export: the best, the top k, one trial by number, or (multi-objective) the Pareto set."""
+
+    top_k: int | None = None
+    trial: int | None = None
+
+
+def load_study(url: str, study_name: str | None) -> optuna.Study:
+    """The named study, or the newest one in the storage when ``study_name`` is None."""
+    storage = open_storage(url)
+    names = [s.study_name for s in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s._study_id)]
+    if not names:
+        raise ConfigError(f"storage {display_url(url)!r} holds no study yet; run a sweep first (-m)")
+    if study_name is None:
+        study_name = names[-1]
+    elif study_name not in names:
+        raise ConfigError(f"no study {study_name!r} in {display_url(url)}; it holds: {', '.join(names)}")
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def select_trials(study: optuna.Study, selection: Selection) -> dict[str, FrozenTrial]:
+    """The trials to export, keyed by the file stem each is written to."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if selection.trial is not None:
+        chosen = next((t for t in trials if t.number == selection.trial), None)
+        if chosen is None or chosen.state != TrialState.COMPLETE:
+            state = "does not exist" if chosen is None else f"is {chosen.state.name}"
+            raise ConfigError(f"trial {selection.trial} of study {study.study_name!r} {state}; export a COMPLETE trial")
+        return {f"trial_{chosen.number}": chosen}
+    if not complete:
+        raise ConfigError(f"study {study.study_name!r} has no COMPLETE trial to export yet")
+    if len(study.directions) > 1:
+        return {f"pareto_{t.number}": t for t in study.best_trials}
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)
+    if selection.top_k is None:
+        return {"best": ranked[0]}
+    if selection.top_k < 1:
+        raise ConfigError(f"--top-k is {selection.top_k}; it must be a positive integer")
+    return {f"top_{rank}": trial for rank, trial in enumerate(ranked[: selection.top_k], start=1)}
+
+
+def exported_config(trial: FrozenTrial, folder: Path) -> dict:
+    """The trial's composed config, ready to run as production training from ``folder``."""
+    if "config" not in trial.user_attrs:
+        raise ConfigError(f"trial {trial.number} stored no config (user_attrs.config); it was not run by hps")
+    config = copy.deepcopy(trial.user_attrs["config"])
+    if isinstance(config.get("production"), dict):
+        config["production"]["enabled"] = True
+    config["hydra"] = {"run": {"dir": str(folder / "runs" / "${now:%Y-%m-%d_%H-%M-%S}")}}
+    return config
+
+
+def provenance(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
+    """Where an exported config comes from: study, trial, metric, counts, storage, versions, date."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    directions = [d.name.lower() for d in study.directions]
+    single = len(directions) == 1
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "metric": (study.metric_names or ["value"])[0] if single else study.metric_names,
+        "value": trial.value if single else trial.values,
+        "direction": directions[0] if single else directions,
+        "params": trial.params,
+        "trials": {
+            "complete": states.count(TrialState.COMPLETE),
+            "pruned": states.count(TrialState.PRUNED),
+            "failed": states.count(TrialState.FAIL),
+        },
+        "storage": display_url(url),
+        "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "trial_versions": trial.user_attrs.get("versions", {}),
+        "export_versions": package_versions("optuna", "hydra-core"),
+        "overrides": trial.user_attrs.get("overrides", []),
+    }
+
+
+def export(url: str, study_name: str | None, selection: Selection, output_format: str, studies_dir: Path) -> list[Path]:
+    """Write the selected trials' configs; returns the files written."""
+    if output_format not in FORMATS:
+        raise ConfigError(f"--format is {output_format!r}; allowed: {', '.join(FORMATS)}")
+    study = load_study(url, study_name)
+    folder = studies_dir / study.study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, trial in select_trials(study, selection).items():
+        path = folder / f"{stem}.{output_format}"
+        config, origin = exported_config(trial, folder), provenance(study, trial, url)
+        if output_format == "json":
+            path.write_text(json.dumps({"provenance": origin, "config": config}, indent=2) + "\n")
+        else:
+            header = yaml.safe_dump({"provenance": origin}, sort_keys=False).splitlines()
+            run = f"hps-finetune --config-dir {folder} --config-name {stem}"
+            lines = [f"# Exported by hps export. Train the production model: {run}", *(f"# {h}" for h in header)]
+            path.write_text("\n".join(lines) + "\n" + yaml.safe_dump(config, sort_keys=False))
+        written.append(path)
+    return written
