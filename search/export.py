@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
 from search.storage import display_url, open_storage
+from search.study import ranked_complete_trials
 from search.trial import package_versions
 
 FORMATS = ("yaml", "json")
@@ -53,19 +54,17 @@ def load_study(url: str, study_name: str | None) -> optuna.Study:
 def select_trials(study: optuna.Study, selection: Selection) -> dict[str, FrozenTrial]:
     """The trials to export, keyed by the file stem each is written to."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
     if selection.trial is not None:
         chosen = next((t for t in trials if t.number == selection.trial), None)
         if chosen is None or chosen.state != TrialState.COMPLETE:
             state = "does not exist" if chosen is None else f"is {chosen.state.name}"
             raise ConfigError(f"trial {selection.trial} of study {study.study_name!r} {state}; export a COMPLETE trial")
         return {f"trial_{chosen.number}": chosen}
-    if not complete:
+    if not any(t.state == TrialState.COMPLETE for t in trials):
         raise ConfigError(f"study {study.study_name!r} has no COMPLETE trial to export yet")
     if len(study.directions) > 1:
         return {f"pareto_{t.number}": t for t in study.best_trials}
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda t: t.value, reverse=reverse)
+    ranked = ranked_complete_trials(study)
     if selection.top_k is None:
         return {"best": ranked[0]}
     if selection.top_k < 1:

@@ -20,6 +20,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from search.study import ranked_complete_trials
+
 # Logs (not a terminal) get wide lines rather than rich's 80-column default, so tables are not truncated.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _active_view: StudyView | None = None
@@ -132,9 +134,7 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
     """The best complete trials, best first, with their parameters and cost."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    complete.sort(key=lambda t: t.value, reverse=reverse)
+    complete = ranked_complete_trials(study)
     names = sorted({name for t in complete for name in t.params})
     pruned, failed = _pruned_and_failed(study)
     table = Table(

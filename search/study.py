@@ -102,6 +102,12 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return requeued
 
 
+def ranked_complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials of a single-objective study, best first."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    return sorted(complete, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
+
+
 def warm_start(study: optuna.Study, source: optuna.Study, top_k: int, space: SearchSpace) -> list[str]:
     """Queue the ``top_k`` best complete trials of ``source`` as the first trials of a new ``study``.
 
@@ -111,10 +117,8 @@ def warm_start(study: optuna.Study, source: optuna.Study, top_k: int, space: Sea
     """
     if study.get_trials(deepcopy=False):
         return []
-    complete = [t for t in source.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    complete.sort(key=lambda t: t.value, reverse=source.direction == optuna.study.StudyDirection.MAXIMIZE)
     origins = []
-    for trial in complete[:top_k]:
+    for trial in ranked_complete_trials(source)[:top_k]:
         origin = f"{source.study_name}#{trial.number}"
         params = {name: value for name, value in trial.params.items() if space.admits(name, value)}
         study.enqueue_trial(params, user_attrs={WARM_START_FROM: origin})

@@ -20,7 +20,13 @@ from search.study import WARM_START_FROM
 from tests.conftest import composed, run_cli
 
 # A tiny model that learns something in 2 epochs, so that curves differ; nothing pruned (100 start-up trials).
-SWEEP = ["-m", "experiment=smoke", "training.num_epochs=2", "hydra.sweeper.n_trials=3", "hydra.sweeper.pruner.n_startup_trials=100"]
+SWEEP = [
+    "-m",
+    "experiment=smoke",
+    "training.num_epochs=2",
+    "hydra.sweeper.n_trials=3",
+    "hydra.sweeper.pruner.n_startup_trials=100",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """End to end: the real command line, a tiny random-weight model, and the study database checked after.
 
-Each test runs ``python -m objectives.finetune -m experiment=smoke ...`` in a subprocess, as a user would,
+Each test runs ``hps-finetune -m experiment=smoke ...`` in a subprocess, as a user would,
 and reads what it stored with Optuna.
 """
 
@@ -181,6 +181,7 @@ def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studie
             "values [0, 5] are not all integers 0..2; model 'tiny-bert-random' has 2 encoder layers",
         ),
         (["hydra.sweeper.n_trials=0"], "n_trials is 0; it must be a positive integer"),
+        (["hydra.sweeper.warm_start={study:nope}"], "hydra.sweeper.warm_start.study: no study 'nope' in sqlite:///"),
         (["hydra.sweeper.n_jobs=4"], "n_jobs is 4; one sweeper runs one trial at a time"),
         (["hydra.sweeper.storage=null"], "hydra.sweeper.storage is null; every study lives in a database"),
         (["training.num_epochs=0"], "training.num_epochs is 0; it must be an integer >= 1"),
