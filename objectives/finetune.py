@@ -134,7 +134,7 @@ def save_production(
     test_set: Dataset | None,
     collate: transformers.DataCollatorWithPadding,
     folder: Path,
-) -> dict:
+) -> None:
     """Evaluate once on the test split; save the model folder, ``metrics.json`` and ``config.yaml``."""
     metric_name = cfg.data.metric
     test_value = metric_function(metric_name)(*predict(result.model, test_set, collate)) if test_set else None
@@ -153,7 +153,6 @@ def save_production(
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
     console.print(f"production model saved to {folder / 'model'}; test {metric_name}: {test_value}", highlight=False)
-    return metrics
 
 
 def available_cores() -> int:
