@@ -107,7 +107,8 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
                 classifier, frozen, train_set, validation_set, collate, training, metric, on_evaluation, progress
             )
         if production:
-            save_production(cfg, result, tokenizer, test_set, collate, Path(hydra_config.runtime.output_dir))
+            folder = Path(hydra_config.runtime.output_dir)
+            save_production(cfg, training, result, tokenizer, test_set, collate, folder)
         return result
     finally:
         last = curve[-1] if curve else None
@@ -129,6 +130,7 @@ def _production_training(cfg: DictConfig) -> DictConfig:
 
 def save_production(
     cfg: DictConfig,
+    training: DictConfig,
     result: TrainResult,
     tokenizer: transformers.PreTrainedTokenizerBase,
     test_set: Dataset | None,
@@ -146,7 +148,7 @@ def save_production(
         "test_examples": len(test_set) if test_set else 0,
         "validation": result.metric,  # None when validation was merged into training
         "merge_validation": cfg.production.merge_validation,
-        "num_epochs": cfg.production.num_epochs or cfg.training.num_epochs,
+        "num_epochs": training.num_epochs,
     }
     if test_set is None:
         log.warning("data %s has no test split (data.test_file): metrics.json has no test metric", cfg.data.name)

@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
 from search.storage import display_url, open_storage
-from search.study import ranked_complete_trials
+from search.study import ranked_complete_trials, state_counts
 from search.trial import package_versions
 
 FORMATS = ("yaml", "json")
@@ -85,7 +85,6 @@ def exported_config(trial: FrozenTrial, folder: Path) -> dict:
 
 def provenance(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
     """Where an exported config comes from: study, trial, metric, counts, storage, versions, date."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
     directions = [d.name.lower() for d in study.directions]
     single = len(directions) == 1
     return {
@@ -95,11 +94,7 @@ def provenance(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
         "value": trial.value if single else trial.values,
         "direction": directions[0] if single else directions,
         "params": trial.params,
-        "trials": {
-            "complete": states.count(TrialState.COMPLETE),
-            "pruned": states.count(TrialState.PRUNED),
-            "failed": states.count(TrialState.FAIL),
-        },
+        "trials": state_counts(study),
         "storage": display_url(url),
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "trial_versions": trial.user_attrs.get("versions", {}),

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.study import ranked_complete_trials
+from search.study import ranked_complete_trials, state_counts
 
 # Logs (not a terminal) get wide lines rather than rich's 80-column default, so tables are not truncated.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -105,10 +105,10 @@ class StudyView:
 
     def refresh(self, done: int) -> None:
         """Show ``done`` trials of the budget, the best so far, and the pruned and failed counts."""
-        pruned, failed = _pruned_and_failed(self.study)
+        counts = state_counts(self.study)
         best = best_trial(self.study)
         info = f"best {self.metric} {best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
-        info += f" · {pruned} pruned · {failed} failed"
+        info += f" · {counts['pruned']} pruned · {counts['failed']} failed"
         self.progress.update(self._row, completed=done, info=info)
 
     def trial_finished(self, trial: FrozenTrial, done: int, note: str = "") -> None:
@@ -136,10 +136,10 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
     """The best complete trials, best first, with their parameters and cost."""
     complete = ranked_complete_trials(study)
     names = sorted({name for t in complete for name in t.params})
-    pruned, failed = _pruned_and_failed(study)
+    counts = state_counts(study)
     table = Table(
         title=f"study {escape(study.study_name)}: top {min(limit, len(complete))} of {len(complete)} complete "
-        f"trials ({pruned} pruned, {failed} failed)"
+        f"trials ({counts['pruned']} pruned, {counts['failed']} failed)"
     )
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
@@ -152,11 +152,6 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
         cells = [_format(trial.params.get(name)) for name in names]
         table.add_row(str(rank), str(trial.number), f"{trial.value:.4f}", *cells, f"{seconds:.0f}")
     return table
-
-
-def _pruned_and_failed(study: optuna.Study) -> tuple[int, int]:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return states.count(TrialState.PRUNED), states.count(TrialState.FAIL)
 
 
 def _format(value: object) -> str:

@@ -102,6 +102,16 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
     return requeued
 
 
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """How many trials are complete, pruned and failed."""
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    return {
+        "complete": states.count(TrialState.COMPLETE),
+        "pruned": states.count(TrialState.PRUNED),
+        "failed": states.count(TrialState.FAIL),
+    }
+
+
 def ranked_complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The complete trials of a single-objective study, best first."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
