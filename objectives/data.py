@@ -44,6 +44,7 @@ def load_splits(data: DictConfig, with_test: bool = False) -> Splits:
 
     The test split is read only ``with_test`` (production training): a search never looks at it.
     """
+    label_names(data)
     train = _read_split(data, "train", data.train_file)
     validation = _read_split(data, "validation", data.validation_file) if data.validation_file else None
     test = _read_split(data, "test", data.test_file) if with_test and data.test_file else None
@@ -52,6 +53,19 @@ def load_splits(data: DictConfig, with_test: bool = False) -> Splits:
     if data.max_train_examples is not None and data.max_train_examples < len(train):
         train, _ = _stratified_split(data, train, test_size=len(train) - data.max_train_examples, purpose="subsample")
     return Splits(train, validation, test)
+
+
+def label_names(data: DictConfig) -> list[str]:
+    """The names of labels 0..num_labels-1: ``data.label_names``, or the numbers when it is null."""
+    if data.get("label_names") is None:
+        return [str(label) for label in range(data.num_labels)]
+    names = [str(name) for name in data.label_names]
+    if len(names) != data.num_labels:
+        raise ConfigError(
+            f"data {data.name!r}: label_names has {len(names)} names but num_labels is {data.num_labels}; "
+            "give one name per label, or null"
+        )
+    return names
 
 
 def _read_split(data: DictConfig, split: str, file_name: str) -> datasets.Dataset:

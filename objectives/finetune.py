@@ -30,7 +30,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 
-from objectives.data import Splits, load_splits, tokenize
+from objectives.data import Splits, label_names, load_splits, tokenize
 from objectives.metrics import metric_function
 from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
 from objectives.train import Evaluation, TrainResult, check_training, predict, train
@@ -76,14 +76,16 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         len(validation_set) if validation_set is not None else 0,
         threads,
     )
-    link.set_user_attrs(
+    link.set_records(
         # Unresolved, as Hydra composed it: portable (paths and the model folder stay interpolations).
         config=OmegaConf.to_container(cfg, resolve=False) | {"trial": None},
         # The command-line overrides that rebuild this config from conf/ on any machine.
         overrides=[o for o in hydra_config.overrides.task if not o.startswith(("++trial=", "trial="))],
+        versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
+    )
+    link.set_user_attrs(
         seed=training.seed,
         threads=threads,
-        versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
         output_dir=hydra_config.runtime.output_dir,
         train_examples=len(train_set),
     )
@@ -112,11 +114,34 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         return result
     finally:
         last = curve[-1] if curve else None
+        link.set_records(curve=[evaluation.as_dict() for evaluation in curve])
         link.set_user_attrs(
-            curve=[evaluation.as_dict() for evaluation in curve],
             wall_time_s=round(time.perf_counter() - started, 3),
             train_examples_per_s=round(last.examples_seen / last.train_seconds, 2) if last else None,
         )
+        if last is not None:
+            run_files(cfg, link, curve, Path(hydra_config.runtime.output_dir))
+
+
+def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], folder: Path) -> None:
+    """Write the learning curve, the last evaluation's confusion matrix and the config; attach them to the trial.
+
+    Also for pruned and failed trials (their curve up to the stop). A file that cannot be written or
+    attached costs a warning, never the trial's stored result.
+    """
+    from search.figures import confusion_matrix_files, learning_curve_files  # matplotlib: 0.7 s, only when needed
+
+    title = f"{cfg.trial.study} trial {link.number}" if link.in_study else f"{cfg.model.name} on {cfg.data.name}"
+    try:
+        files = [
+            *learning_curve_files([e.as_dict() for e in curve], cfg.data.metric, folder, title),
+            *confusion_matrix_files(curve[-1].confusion, label_names(cfg.data), folder, f"{title}, validation"),
+        ]
+        composed = folder / ".hydra" / "config.yaml"  # absent when hydra.output_subdir is null
+        for path in [*files, composed] if composed.is_file() else files:
+            link.attach(path)
+    except Exception as error:  # the trial's outcome matters more than its pictures
+        log.warning("could not write or attach the run's files: %s: %s", type(error).__name__, error)
 
 
 def _production_training(cfg: DictConfig) -> DictConfig:

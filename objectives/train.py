@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from datasets import Dataset
 from omegaconf import DictConfig
+from sklearn.metrics import confusion_matrix
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, get_scheduler
@@ -36,9 +37,11 @@ class Evaluation:
     metric: float
     train_seconds: float  # optimisation time so far, evaluations excluded
     final: bool  # the evaluation at the end of training
+    # Rows: true label, columns: predicted label. Kept for the run's files, not stored with the curve.
+    confusion: np.ndarray | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {key: value for key, value in asdict(self).items() if key != "confusion"}
 
 
 @dataclass
@@ -142,18 +145,19 @@ def train(
             progress.step(step, epoch, loss_sum / loss_count)
             if step in evaluate_after:
                 train_seconds += time.perf_counter() - started
-                value = metric_function(*predict(classifier, validation_set, collate))
+                labels, predictions = predict(classifier, validation_set, collate)
                 evaluation = Evaluation(
                     step=evaluate_after[step],
                     epoch=step / len(loader),
                     examples_seen=examples,
                     train_loss=loss_sum / loss_count,
-                    metric=value,
+                    metric=metric_function(labels, predictions),
                     train_seconds=train_seconds,
                     final=step == total_steps,
+                    confusion=confusion_matrix(labels, predictions, labels=range(classifier.config.num_labels)),
                 )
                 curve.append(evaluation)
-                progress.evaluated(metric_name, value)
+                progress.evaluated(metric_name, evaluation.metric)
                 on_evaluation(evaluation)
                 loss_sum, loss_count = 0.0, 0
                 _train_mode(classifier, frozen)

@@ -23,9 +23,9 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import ConfigError
-from search.storage import display_url, open_storage
-from search.study import ranked_complete_trials, state_counts
-from search.trial import package_versions
+from search.storage import display_url
+from search.study import load_study, ranked_complete_trials, state_counts
+from search.trial import package_versions, record
 
 FORMATS = ("yaml", "json")
 
@@ -36,19 +36,6 @@ class Selection:
 
     top_k: int | None = None
     trial: int | None = None
-
-
-def load_study(url: str, study_name: str | None) -> optuna.Study:
-    """The named study, or the newest one in the storage when ``study_name`` is None."""
-    storage = open_storage(url)
-    names = [s.study_name for s in sorted(optuna.get_all_study_summaries(storage), key=lambda s: s._study_id)]
-    if not names:
-        raise ConfigError(f"storage {display_url(url)!r} holds no study yet; run a sweep first (-m)")
-    if study_name is None:
-        study_name = names[-1]
-    elif study_name not in names:
-        raise ConfigError(f"no study {study_name!r} in {display_url(url)}; it holds: {', '.join(names)}")
-    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def select_trials(study: optuna.Study, selection: Selection) -> dict[str, FrozenTrial]:
@@ -74,9 +61,9 @@ def select_trials(study: optuna.Study, selection: Selection) -> dict[str, Frozen
 
 def exported_config(trial: FrozenTrial, folder: Path) -> dict:
     """The trial's composed config, ready to run as production training from ``folder``."""
-    if "config" not in trial.user_attrs:
-        raise ConfigError(f"trial {trial.number} stored no config (user_attrs.config); it was not run by hps")
-    config = copy.deepcopy(trial.user_attrs["config"])
+    config = copy.deepcopy(record(trial, "config"))
+    if config is None:
+        raise ConfigError(f"trial {trial.number} stored no config; it was not run by hps")
     if isinstance(config.get("production"), dict):
         config["production"]["enabled"] = True
     config["hydra"] = {"run": {"dir": str(folder / "runs" / "${now:%Y-%m-%d_%H-%M-%S}")}}
@@ -97,9 +84,9 @@ def provenance(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
         "trials": state_counts(study),
         "storage": display_url(url),
         "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "trial_versions": trial.user_attrs.get("versions", {}),
+        "trial_versions": record(trial, "versions", {}),
         "export_versions": package_versions("optuna", "hydra-core"),
-        "overrides": trial.user_attrs.get("overrides", []),
+        "overrides": record(trial, "overrides", []),
     }
 
 

@@ -149,12 +149,12 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
     table.add_column("seconds", justify="right")
     for rank, trial in enumerate(complete[:limit], start=1):
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
-        cells = [_format(trial.params.get(name)) for name in names]
+        cells = [format_value(trial.params.get(name)) for name in names]
         table.add_row(str(rank), str(trial.number), f"{trial.value:.4f}", *cells, f"{seconds:.0f}")
     return table
 
 
-def _format(value: object) -> str:
+def format_value(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
     return "" if value is None else str(value)

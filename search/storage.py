@@ -8,6 +8,7 @@ process, so the sweeper and the trials it runs in-process share one engine and c
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import optuna
@@ -21,6 +22,16 @@ from search.errors import ConfigError, first_line
 SQLITE_BUSY_TIMEOUT_S = 60
 
 
+def studies_dir() -> Path:
+    """Where studies live: ``HPS_STUDIES_DIR``, as in ``conf/paths/default.yaml``, else ``studies``."""
+    return Path(os.environ.get("HPS_STUDIES_DIR", "studies"))
+
+
+def default_storage() -> str:
+    """The sweeper's default storage (``conf/hydra/sweeper/hps.yaml``), which the ``hps`` commands read."""
+    return f"sqlite:///{studies_dir()}/hps.db"
+
+
 def display_url(url: str) -> str:
     """The URL with any password masked, safe to print or store."""
     try:
@@ -30,11 +41,12 @@ def display_url(url: str) -> str:
 
 
 @functools.cache
-def open_storage(url: str) -> optuna.storages.BaseStorage:
-    """Open (creating if needed) the Optuna storage behind ``url``.
+def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open the Optuna storage behind ``url``, creating it (an SQLite file) if needed and ``create``.
 
-    Raises :class:`ConfigError` with one line for a URL that does not parse, names an unknown database or
-    driver, or cannot be reached.
+    Commands that only read (reports, export, the dashboard) pass ``create=False`` so a mistyped path is an
+    error rather than a new empty database. Raises :class:`ConfigError` with one line for a URL that does
+    not parse, names an unknown database or driver, or cannot be reached.
     """
     shown = display_url(url)
     allowed = "an SQLAlchemy URL such as sqlite:///studies/hps.db or postgresql+psycopg://user@host/db"
@@ -46,7 +58,10 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigError(f"storage {shown!r} names no file; expected {allowed}")
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        database = Path(parsed.database).expanduser()
+        if not create and not database.is_file():
+            raise ConfigError(f"storage {shown!r}: no such database file; run a sweep first (-m) or give --storage")
+        database.parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_S}
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)

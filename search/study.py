@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from search.errors import ConfigError
 from search.space import SearchSpace
-from search.storage import display_url
+from search.storage import display_url, open_storage
 
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
@@ -79,6 +79,24 @@ def open_study(
         if key in stored_identity and stored_identity[key] != value:
             raise ConfigError(f"{where} was created for {key}={stored_identity[key]!r}, not {value!r}; {hint}")
     return study
+
+
+def study_names(url: str) -> list[str]:
+    """The names of the studies in the storage at ``url``, oldest first; refuses an empty storage."""
+    studies = sorted(open_storage(url, create=False).get_all_studies(), key=lambda s: s._study_id)
+    if not studies:
+        raise ConfigError(f"storage {display_url(url)!r} holds no study yet; run a sweep first (-m)")
+    return [s.study_name for s in studies]
+
+
+def load_study(url: str, study_name: str | None) -> optuna.Study:
+    """The named study, or the newest one in the storage when ``study_name`` is None."""
+    names = study_names(url)
+    if study_name is None:
+        study_name = names[-1]
+    elif study_name not in names:
+        raise ConfigError(f"no study {study_name!r} in {display_url(url)}; it holds: {', '.join(names)}")
+    return optuna.load_study(study_name=study_name, storage=open_storage(url, create=False))
 
 
 def counted_trials(study: optuna.Study) -> int:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import shlex
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from optuna.trial import TrialState
 from rich.markup import escape
 
 from search.errors import ConfigError, exit_on_config_error, first_line
+from search.notes import record_setup, record_trial_note, study_setup
 from search.progress import StudyView, console, top_trials_table
 from search.space import (
     SearchSpace,
@@ -48,7 +50,7 @@ from search.space import (
     parse_search_space,
     parse_sweeper_params,
 )
-from search.storage import display_url, open_storage
+from search.storage import default_storage, display_url, open_storage
 from search.study import (
     FAIL_REASON,
     INTERRUPTED,
@@ -103,8 +105,10 @@ class PruningSweeper(Sweeper):
         direction: str | None = None,
         n_jobs: int = 1,
         warm_start: DictConfig | None = None,
+        artifact_dir: str | None = None,
     ) -> None:
         self.storage = storage
+        self.artifact_dir = artifact_dir  # read by each trial's TrialLink
         self.n_trials = n_trials
         self.sampler_config = sampler
         self.pruner_config = pruner
@@ -207,6 +211,10 @@ class PruningSweeper(Sweeper):
             get_method(self.preflight)(config, space)
         sampler, pruner = _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
         study = open_study(open_storage(self.storage), self.storage, spec, sampler, pruner)
+        setup = study_setup(
+            spec, space, self.sampler_config, self.pruner_config, self.n_trials, display_url(self.storage)
+        )
+        record_setup(study, setup)
         if self.warm_start_config:
             self._warm_start(study, space)
         return StudyPlan(experiment, study, space, spec.metric)
@@ -237,6 +245,13 @@ class PruningSweeper(Sweeper):
                 self._run_trial(plan, view)
                 done = counted_trials(study)
         console.print(top_trials_table(study, plan.metric, self.top_k))
+        name = shlex.quote(study.study_name)
+        console.print(
+            f"look closer: hps dashboard · hps report --study {name} · hps export --study {name}"
+            + ("" if self.storage == default_storage() else f" (each with --storage {display_url(self.storage)})"),
+            highlight=False,
+            markup=False,
+        )
 
     def _run_trial(self, plan: StudyPlan, view: StudyView) -> None:
         """Ask for one trial, run it as a Hydra job, tell the study how it ended."""
@@ -265,6 +280,7 @@ class PruningSweeper(Sweeper):
         retry_of = frozen.user_attrs.get(RETRY_OF)
         if retry_of is not None:
             note = f"(re-run of trial {retry_of}) {note}"
+        record_trial_note(study, frozen, plan.metric)
         view.trial_finished(frozen, counted_trials(study), note)
 
     def _trial_subdir(self, study_name: str, number: int) -> str:

@@ -15,21 +15,27 @@ from __future__ import annotations
 
 import math
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import optuna
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from optuna.artifacts import FileSystemArtifactStore
 
+from search.artifacts import artifact_store, attach
 from search.storage import open_storage
+
+RECORD_PREFIX = "hps:"
 
 
 class TrialLink:
     """Reports a task's intermediate values to its trial and says when the pruner stops it."""
 
-    def __init__(self, trial: optuna.Trial | None = None) -> None:
+    def __init__(self, trial: optuna.Trial | None = None, artifacts: FileSystemArtifactStore | None = None) -> None:
         self.trial = trial
+        self.artifacts = artifacts
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> TrialLink:
@@ -42,7 +48,8 @@ class TrialLink:
             study_name=where.study, storage=open_storage(sweeper.storage), pruner=instantiate(sweeper.pruner)
         )
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, where.number)
-        return cls(optuna.Trial(study, trial_id))
+        folder = sweeper.get("artifact_dir")
+        return cls(optuna.Trial(study, trial_id), artifact_store(folder) if folder else None)
 
     @property
     def in_study(self) -> bool:
@@ -64,11 +71,32 @@ class TrialLink:
             raise optuna.TrialPruned(f"pruned at step {step} with value {value:.4g}")
 
     def set_user_attrs(self, **attrs: Any) -> None:
-        """Store JSON-serialisable facts about the run (config, curve, speed) with the trial."""
+        """Store short JSON-serialisable facts about the run (seed, speed, output folder) with the trial."""
         if self.trial is None:
             return
         for key, value in attrs.items():
             self.trial.set_user_attr(key, value)
+
+    def set_records(self, **records: Any) -> None:
+        """Store bulky JSON-serialisable records (config, curve) with the trial; read them with :func:`record`.
+
+        They go to the trial's system attributes: kept for export and tools, but out of the dashboard's
+        attribute table, which they would stretch to thousands of pixels (the dashboard shows them as files).
+        """
+        if self.trial is None:
+            return
+        for key, value in records.items():
+            self.trial.storage.set_trial_system_attr(self.trial._trial_id, RECORD_PREFIX + key, value)
+
+    def attach(self, path: Path) -> None:
+        """Attach the file at ``path`` to the trial (shown by the dashboard); nothing without an artifact store."""
+        if self.trial is not None and self.artifacts is not None:
+            attach(self.trial, self.artifacts, path)
+
+
+def record(trial: optuna.trial.FrozenTrial, name: str, default: Any = None) -> Any:
+    """A record stored by :meth:`TrialLink.set_records` (``config``, ``overrides``, ``versions``, ``curve``)."""
+    return trial.system_attrs.get(RECORD_PREFIX + name, default)
 
 
 def package_versions(*names: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ from objectives.metrics import metric_function
 from objectives.train import predict
 from search.cli import main as hps
 from search.study import WARM_START_FROM
+from search.trial import record
 from tests.conftest import composed, run_cli
 
 # A tiny model that learns something in 2 epochs, so that curves differ; nothing pruned (100 start-up trials).
@@ -77,7 +78,7 @@ def test_exported_config_reproduces_the_trial_bit_for_bit(swept, monkeypatch, tm
     assert result.returncode == 0, result.stderr
     assert f"macro_f1 on validation: {best.value!r}" in result.stderr
     logged = re.findall(r"evaluation (\d+): macro_f1 (\S+), train loss (\S+)", (tmp_path / "finetune.log").read_text())
-    stored = [(str(p["step"]), repr(p["metric"]), repr(p["train_loss"])) for p in best.user_attrs["curve"]]
+    stored = [(str(p["step"]), repr(p["metric"]), repr(p["train_loss"])) for p in record(best, "curve")]
     assert logged == stored
 
 

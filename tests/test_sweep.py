@@ -23,6 +23,7 @@ import yaml
 from optuna.trial import TrialState
 
 from search.study import FAIL_REASON, INTERRUPTED, RETRY_OF
+from search.trial import record
 from tests.conftest import REPO, SHIPPED_DATA, run_cli, write_csv
 
 SMOKE = ["-m", "experiment=smoke"]
@@ -60,21 +61,21 @@ def test_sweep_prunes_and_stores_each_trial_with_its_curve(studies):
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
 
     for trial in trials:
-        curve = trial.user_attrs["curve"]
+        curve = record(trial, "curve")
         assert [point["step"] for point in curve] == sorted(trial.intermediate_values)
         assert [point["metric"] for point in curve] == [
             trial.intermediate_values[s] for s in sorted(trial.intermediate_values)
         ]
         assert trial.value == curve[-1]["metric"]
         assert trial.user_attrs["seed"] == 0
-        assert set(trial.user_attrs["versions"]) >= {"torch", "transformers", "optuna"}
+        assert set(record(trial, "versions")) >= {"torch", "transformers", "optuna"}
         assert trial.user_attrs["wall_time_s"] > 0 and trial.user_attrs["train_examples_per_s"] > 0
-        config = trial.user_attrs["config"]
+        config = record(trial, "config")
         assert config["training"]["learning_rate"] == trial.params["learning_rate"]
         assert config["training"]["freeze_layers"] == trial.params["freeze_layers"]
-        assert "experiment=smoke" in trial.user_attrs["overrides"]
-        assert f"training.learning_rate={trial.params['learning_rate']!r}" in trial.user_attrs["overrides"]
-        assert not any("trial=" in override for override in trial.user_attrs["overrides"])
+        assert "experiment=smoke" in record(trial, "overrides")
+        assert f"training.learning_rate={trial.params['learning_rate']!r}" in record(trial, "overrides")
+        assert not any("trial=" in override for override in record(trial, "overrides"))
         job_config = yaml.safe_load(
             (studies / "smoke" / f"trial_{trial.number}" / ".hydra" / "config.yaml").read_text()
         )
@@ -135,7 +136,7 @@ def test_experiment_sweep_gives_one_study_per_combination(studies, tmp_path):
     assert trec.metric_names == ["accuracy"]
     assert trec.user_attrs["objective_identity"]["data"] == "trec"
     assert len(trec.trials) == 2
-    assert trec.trials[0].user_attrs["config"]["data"]["name"] == "trec"
+    assert record(trec.trials[0], "config")["data"]["name"] == "trec"
 
 
 def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studies):
@@ -164,7 +165,7 @@ def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studie
     [
         (["data.dir=/nonexistent"], "train split: file '/nonexistent/train.csv' not found"),
         (["data.label_column=gold"], "column 'gold' not in"),
-        (["data.num_labels=2"], "labels must be integers 0..1"),
+        (["data.num_labels=2", "data.label_names=null"], "labels must be integers 0..1"),
         (["model.path=/nonexistent"], "path '/nonexistent' is not a Hugging Face model folder"),
         (["hydra.sweeper.storage=not-a-url"], "storage 'not-a-url' is not a database URL"),
         (["data.metric=bleu"], "data.metric is 'bleu'; allowed: accuracy, macro_f1, mcc"),
@@ -258,14 +259,14 @@ def test_hydra_optuna_sweeper_syntax_and_command_line_intervals(studies):
         "training.batch_size": optuna.distributions.CategoricalDistribution([8, 16]),
         "training.dropout": optuna.distributions.FloatDistribution(0.0, 0.2),
     }
-    assert trial.user_attrs["config"]["training"]["dropout"] == trial.params["training.dropout"]
+    assert record(trial, "config")["training"]["dropout"] == trial.params["training.dropout"]
 
 
 def test_a_fixed_value_on_the_command_line_takes_the_key_out_of_the_space(studies):
     assert_ok(run_cli(*SMOKE, "training.batch_size=8", "hydra.sweeper.n_trials=1", studies=studies))
     trial = load(studies).trials[0]
     assert "batch_size" not in trial.params
-    assert trial.user_attrs["config"]["training"]["batch_size"] == 8
+    assert record(trial, "config")["training"]["batch_size"] == 8
 
 
 def test_sweeping_a_searched_key_gives_one_study_per_value_with_that_key_fixed(studies):
@@ -273,7 +274,7 @@ def test_sweeping_a_searched_key_gives_one_study_per_value_with_that_key_fixed(s
     for size in (8, 16):
         (trial,) = load(studies, f"smoke-training.batch_size={size}").trials
         assert "batch_size" not in trial.params
-        assert trial.user_attrs["config"]["training"]["batch_size"] == size
+        assert record(trial, "config")["training"]["batch_size"] == size
 
 
 def test_every_study_is_checked_before_the_first_trial_runs(studies):

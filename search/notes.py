@@ -1,0 +1,111 @@
+"""What a study was set up to do, and how each trial ended, as optuna-dashboard notes.
+
+The sweeper records the study's set-up (objective, search space, sampler, pruner, budget) in the study's user
+attribute ``setup`` and writes it as the study's note; after each trial it writes a one-paragraph trial note
+(outcome, value, where it was pruned, duration, why it failed). The dashboard shows both beside the plots,
+and ``hps report`` prints the same set-up at the top of its page.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+import optuna_dashboard
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from search.space import SearchSpace
+from search.study import FAIL_REASON, RETRY_OF, WARM_START_FROM, StudySpec
+
+SETUP = "setup"
+
+
+def study_setup(
+    spec: StudySpec, space: SearchSpace, sampler: DictConfig, pruner: DictConfig, n_trials: int, storage: str
+) -> dict[str, Any]:
+    """The study's set-up as JSON-friendly text: what the note and the report show."""
+    return {
+        "objective": f"{spec.direction} {spec.metric}",
+        **{key: str(value) for key, value in spec.identity.items()},
+        "search space": {p.name: f"{p.key}: {describe(p.distribution)}" for p in space.parameters.values()},
+        "sampler": _component(sampler),
+        "pruner": _component(pruner),
+        "budget": f"{n_trials} trials",
+        "storage": storage,
+    }
+
+
+def describe(distribution: BaseDistribution) -> str:
+    """``float in [1e-05, 0.001], log`` / ``int in [0, 6]`` / ``one of 16, 32``."""
+    if isinstance(distribution, CategoricalDistribution):
+        return "one of " + ", ".join(str(choice) for choice in distribution.choices)
+    kind = "float" if isinstance(distribution, optuna.distributions.FloatDistribution) else "int"
+    text = f"{kind} in [{distribution.low:g}, {distribution.high:g}]"
+    if distribution.log:
+        text += ", log"
+    if distribution.step not in (None, 1):
+        text += f", step {distribution.step:g}"
+    return text
+
+
+def _component(config: DictConfig) -> str:
+    """``TPESampler(multivariate=True, n_startup_trials=5)`` from a sampler or pruner config."""
+    values = OmegaConf.to_container(config, resolve=True)
+    target = str(values.pop("_target_", "?")).rsplit(".", 1)[-1]
+    return f"{target}({', '.join(f'{key}={value!r}' for key, value in values.items())})"
+
+
+def setup_markdown(study_name: str, setup: Mapping[str, Any]) -> str:
+    """The set-up as the study's note: a heading, one line per item, one per searched parameter."""
+    lines = [f"## {study_name}", ""]
+    for key, value in setup.items():
+        if isinstance(value, Mapping):
+            lines.append(f"- **{key}**:")
+            lines.extend(f"    - `{name}`: {text}" for name, text in value.items())
+        else:
+            lines.append(f"- **{key}**: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def record_setup(study: optuna.Study, setup: Mapping[str, Any]) -> None:
+    """Store the set-up with the study and as its dashboard note (again on resume, so the budget stays true)."""
+    if study.user_attrs.get(SETUP) == setup:
+        return
+    study.set_user_attr(SETUP, dict(setup))
+    optuna_dashboard.save_note(study, setup_markdown(study.study_name, setup))
+
+
+def trial_markdown(trial: FrozenTrial, metric: str) -> str:
+    """How the trial ended, in one paragraph."""
+    seconds = trial.duration.total_seconds() if trial.duration else 0.0
+    steps = sorted(trial.intermediate_values)
+    if trial.state == TrialState.COMPLETE:
+        text = f"**complete**: {metric} {trial.value:.4f} after {_evaluations(len(steps))}"
+    elif trial.state == TrialState.PRUNED and steps:
+        text = f"**pruned** at step {steps[-1]} ({_evaluations(len(steps))}): "
+        text += f"{metric} {trial.intermediate_values[steps[-1]]:.4f}"
+    else:
+        reason = trial.user_attrs.get(FAIL_REASON)
+        text = f"**{trial.state.name.lower()}**" + (f": {reason}" if reason else "")
+    text += f"; {seconds:.1f} s."
+    origin = trial.user_attrs.get(WARM_START_FROM)
+    if origin is not None:
+        text += f" Warm start from {origin}."
+    if trial.user_attrs.get(RETRY_OF) is not None:
+        text += f" Re-run of interrupted trial {trial.user_attrs[RETRY_OF]}."
+    return text + "\n"
+
+
+def _evaluations(count: int) -> str:
+    return f"{count} evaluation" + ("" if count == 1 else "s")
+
+
+def record_trial_note(study: optuna.Study, trial: FrozenTrial, metric: str) -> None:
+    """Write :func:`trial_markdown` as the trial's dashboard note."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna_dashboard.save_note(optuna.Trial(study, trial._trial_id), trial_markdown(trial, metric))
