@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from search.errors import ConfigError, exit_on_config_error
 from search.progress import console, training_progress
 from search.space import SearchSpace
 from search.trial import TrialLink, package_versions
+from search.workers import threads_per_worker
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         raise ConfigError("production.enabled is true inside a study; production training runs on its own")
     training = _production_training(cfg) if production else cfg.training
     check_training(training)
-    threads = training.threads or available_cores()
+    threads = training.threads or threads_per_worker()
     torch.set_num_threads(threads)
     metric = (cfg.data.metric, metric_function(cfg.data.metric))
     splits = load_splits(cfg.data, with_test=production)
@@ -180,11 +180,6 @@ def save_production(
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
     console.print(f"production model saved to {folder / 'model'}; test {metric_name}: {test_value}", highlight=False)
-
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def preflight(cfg: DictConfig, space: SearchSpace) -> None:

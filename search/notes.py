@@ -96,7 +96,7 @@ def trial_markdown(trial: FrozenTrial, metric: str) -> str:
     if origin is not None:
         text += f" Warm start from {origin}."
     if trial.user_attrs.get(RETRY_OF) is not None:
-        text += f" Re-run of interrupted trial {trial.user_attrs[RETRY_OF]}."
+        text += f" Re-run of trial {trial.user_attrs[RETRY_OF]}, which did not finish (interrupted, or worker lost)."
     return text + "\n"
 
 

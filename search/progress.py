@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from search.study import ranked_complete_trials, state_counts
+from search.study import counted_trials, ranked_complete_trials, state_counts
 
 # Logs (not a terminal) get wide lines rather than rich's 80-column default, so tables are not truncated.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -110,6 +110,11 @@ class StudyView:
         info = f"best {self.metric} {best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
         info += f" · {counts['pruned']} pruned · {counts['failed']} failed"
         self.progress.update(self._row, completed=done, info=info)
+
+    def waiting(self, running: list[int]) -> None:
+        """The budget is spent here; show the trials other workers are still running."""
+        self.refresh(counted_trials(self.study))
+        self.progress.update(self._row, info=f"waiting for trial(s) {running} in other workers")
 
     def trial_finished(self, trial: FrozenTrial, done: int, note: str = "") -> None:
         """Leave one line for a finished trial and update the study row."""

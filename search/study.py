@@ -4,7 +4,8 @@ A study is created once and resumed by running the same command again. What it o
 (direction, metric name and the objective's identity, such as dataset and model) and a resume that would mix
 in trials of another objective is refused. ``n_trials`` is the total the study should hold, not the number
 to add, so a resumed sweep runs only what is missing. A trial stopped by Ctrl-C is stored as FAIL marked
-``interrupted``, does not count against the budget, and is queued again with the same parameters on resume.
+``interrupted``, does not count against the budget, and is queued again with the same parameters on resume;
+so is a trial whose worker died (:class:`search.storage.RetryLostTrial`).
 A new study can be warm-started from the best trials of an earlier one (:func:`warm_start`).
 """
 
@@ -19,11 +20,10 @@ from optuna.trial import TrialState
 
 from search.errors import ConfigError
 from search.space import SearchSpace
-from search.storage import display_url, open_storage
+from search.storage import RETRY_OF, display_url, open_storage
 
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
-RETRY_OF = "retry_of"
 WARM_START_FROM = "warm_start_from"
 IDENTITY = "objective_identity"
 DIRECTIONS = ("maximize", "minimize")
@@ -100,11 +100,23 @@ def load_study(url: str, study_name: str | None) -> optuna.Study:
 
 
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that spend the budget: complete, pruned and failed, but not those Ctrl-C interrupted."""
+    """Finished trials that spend the budget: complete, pruned and failed, except failed trials that are run
+    again (interrupted by Ctrl-C, or lost with their worker and retried)."""
+    return _counted(study.get_trials(deepcopy=False))
+
+
+def budget_spent(study: optuna.Study) -> int:
+    """Trials that spend the budget, finished (:func:`counted_trials`) or running now in any worker."""
+    trials = study.get_trials(deepcopy=False)
+    return _counted(trials) + sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
+    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
     return sum(
         t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED))
-        for t in study.get_trials(deepcopy=False)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED) and t.number not in retried)
+        for t in trials
     )
 
 

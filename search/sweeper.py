@@ -23,6 +23,7 @@ import itertools
 import math
 import shlex
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,16 +51,27 @@ from search.space import (
     parse_search_space,
     parse_sweeper_params,
 )
-from search.storage import default_storage, display_url, open_storage
+from search.storage import STORAGE_ENV, default_storage, display_url, has_password, open_storage
 from search.study import (
     FAIL_REASON,
     INTERRUPTED,
     RETRY_OF,
     StudySpec,
+    budget_spent,
     counted_trials,
     open_study,
     requeue_interrupted,
     warm_start,
+)
+from search.workers import (
+    Heartbeat,
+    LocalWorkers,
+    ask_within_budget,
+    budget_lock,
+    heartbeat_settings,
+    in_worker_pool,
+    quiet_optuna_notices,
+    worker_name,
 )
 
 EXIT_INTERRUPTED = 130
@@ -88,8 +100,9 @@ class StudyPlan:
 class PruningSweeper(Sweeper):
     """Runs pruned Optuna studies over Hydra jobs. Configured by ``conf/hydra/sweeper/hps.yaml``.
 
-    ``direction`` and ``n_jobs`` are accepted for configs written for the Hydra Optuna sweeper: a direction
-    overrides ``objective.direction``; trials of one sweeper process run one at a time (``n_jobs: 1``).
+    ``direction`` and ``n_jobs`` keep their Hydra Optuna sweeper meaning: a direction overrides
+    ``objective.direction``; ``n_jobs`` is the number of workers on this machine (this process and
+    ``n_jobs - 1`` copies of the same command, :mod:`search.workers`), each running one trial at a time.
     """
 
     def __init__(
@@ -106,9 +119,11 @@ class PruningSweeper(Sweeper):
         n_jobs: int = 1,
         warm_start: DictConfig | None = None,
         artifact_dir: str | None = None,
+        heartbeat: DictConfig | None = None,
     ) -> None:
         self.storage = storage
         self.artifact_dir = artifact_dir  # read by each trial's TrialLink
+        self.heartbeat_config = heartbeat
         self.n_trials = n_trials
         self.sampler_config = sampler
         self.pruner_config = pruner
@@ -121,6 +136,7 @@ class PruningSweeper(Sweeper):
         self.warm_start_config = warm_start
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        quiet_optuna_notices()  # here, not at import: Hydra imports plugins inside warnings.catch_warnings
         self.hydra_context = hydra_context
         self.config = config
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -138,16 +154,25 @@ class PruningSweeper(Sweeper):
                     )
                 if not isinstance(self.n_trials, int) or self.n_trials < 1:
                     raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
-                if self.n_jobs != 1:
-                    raise ConfigError(
-                        f"hydra.sweeper.n_jobs is {self.n_jobs}; one sweeper runs one trial at a time (n_jobs: 1)"
+                if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+                    raise ConfigError(f"hydra.sweeper.n_jobs is {self.n_jobs!r}; it must be a positive integer")
+                self.heartbeat = heartbeat_settings(self.heartbeat_config)
+                written = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False).get("storage")
+                if has_password(str(written)):
+                    console.print(
+                        "warning: the storage URL's password is written to each trial's .hydra/ folder; put the "
+                        f"URL in ${STORAGE_ENV}, or write hydra.sweeper.storage='${{oc.env:MY_VARIABLE}}'",
+                        highlight=False,
+                        markup=False,
                     )
                 experiments, command_line_space, fixed_keys = self._plan(arguments)
                 # Check every experiment and its study before the first trial, so that bad input never waits
                 # behind hours of work.
                 plans = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
-                for plan in plans:
-                    self._run_study(plan)
+                with LocalWorkers(self.n_jobs, Path(str(self.config.hydra.sweep.dir)) / "workers") as workers:
+                    for plan in plans:
+                        self._run_study(plan)
+                    workers.wait()
         except KeyboardInterrupt:
             console.print("interrupted: run the same command again to resume")
             raise SystemExit(EXIT_INTERRUPTED) from None
@@ -210,7 +235,8 @@ class PruningSweeper(Sweeper):
         if self.preflight:
             get_method(self.preflight)(config, space)
         sampler, pruner = _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
-        study = open_study(open_storage(self.storage), self.storage, spec, sampler, pruner)
+        storage = open_storage(self.storage, heartbeat=self.heartbeat)
+        study = open_study(storage, self.storage, spec, sampler, pruner)
         setup = study_setup(
             spec, space, self.sampler_config, self.pruner_config, self.n_trials, display_url(self.storage)
         )
@@ -226,24 +252,32 @@ class PruningSweeper(Sweeper):
         if name not in optuna.get_all_study_names(open_storage(url)):
             raise ConfigError(f"hydra.sweeper.warm_start.study: no study {name!r} in {display_url(url)}")
         source = optuna.load_study(study_name=name, storage=open_storage(url))
-        origins = warm_start(study, source, int(self.warm_start_config.get("top_k", 3)), space)
+        with budget_lock(self.storage, study.study_name):  # workers starting together seed the study once
+            origins = warm_start(study, source, int(self.warm_start_config.get("top_k", 3)), space)
         if origins:
             console.print(f"warm start: the first trials re-run {', '.join(origins)}", highlight=False)
 
     def _run_study(self, plan: StudyPlan) -> None:
         study = plan.study
-        requeued = requeue_interrupted(study)
+        with budget_lock(self.storage, study.study_name):  # one worker requeues, not each
+            requeued = requeue_interrupted(study)
         done = counted_trials(study)
         console.print(
             f"study [bold]{escape(study.study_name)}[/] in {display_url(self.storage)}: "
             f"{done} of {self.n_trials} trials done"
-            + (f", re-running interrupted trial(s) {requeued}" if requeued else ""),
+            + (f", re-running interrupted trial(s) {requeued}" if requeued else "")
+            + (f" ({worker_name()})" if in_worker_pool() else ""),
             highlight=False,
         )
         with StudyView(study, self.n_trials, done, plan.metric) as view:
-            while done < self.n_trials:
-                self._run_trial(plan, view)
-                done = counted_trials(study)
+            while True:
+                trial = ask_within_budget(
+                    plan.study, self.storage, self.n_trials, plan.space.distributions, self.heartbeat
+                )
+                if trial is not None:
+                    self._run_trial(plan, view, trial)
+                elif not self._wait_for_other_workers(study, view):
+                    break
         console.print(top_trials_table(study, plan.metric, self.top_k))
         name = shlex.quote(study.study_name)
         console.print(
@@ -253,10 +287,36 @@ class PruningSweeper(Sweeper):
             markup=False,
         )
 
-    def _run_trial(self, plan: StudyPlan, view: StudyView) -> None:
-        """Ask for one trial, run it as a Hydra job, tell the study how it ended."""
+    def _wait_for_other_workers(self, study: optuna.Study, view: StudyView) -> bool:
+        """With the budget spent, wait while other workers' trials run, in case one is lost and must run again.
+
+        Returns True when a trial may be waiting to run here (a re-run was queued), False when this worker is
+        done: nothing runs elsewhere, heartbeats are off, or nothing changed for longer than a lost trial
+        takes to be noticed (``grace_period`` plus two heartbeats).
+        """
+        if self.heartbeat is None:
+            return False
+        patience = self.heartbeat.grace_period + 2 * self.heartbeat.interval
+        last_seen, quiet_since = None, time.monotonic()
+        while time.monotonic() - quiet_since < patience:
+            optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+            if budget_spent(study) < self.n_trials:
+                return True
+            if not running:
+                return False
+            seen = [(t.number, t.state, len(t.intermediate_values)) for t in trials]
+            if seen != last_seen:
+                last_seen, quiet_since = seen, time.monotonic()
+            view.waiting(running)
+            time.sleep(min(self.heartbeat.interval, 5))
+        console.print(f"leaving trial(s) {running} to the workers running them", highlight=False)
+        return False
+
+    def _run_trial(self, plan: StudyPlan, view: StudyView, trial: optuna.Trial) -> None:
+        """Run the trial as a Hydra job while its heartbeat beats; tell the study how it ended."""
         study = plan.study
-        trial = study.ask(plan.space.distributions)
         overrides = [
             *plan.experiment.overrides,
             *plan.space.overrides(trial.params),
@@ -264,7 +324,8 @@ class PruningSweeper(Sweeper):
             f"hydra.sweep.subdir={override_value(self._trial_subdir(study.study_name, trial.number))}",
         ]
         try:
-            (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            with Heartbeat(trial, self.heartbeat):
+                (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
             frozen, note = _tell(study, trial, result)
         except KeyboardInterrupt:
             trial.set_user_attr(INTERRUPTED, True)

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from search.errors import ConfigError
-from search.storage import display_url, open_storage
-from search.study import INTERRUPTED, RETRY_OF, StudySpec, counted_trials, open_study, requeue_interrupted
+from search.storage import LOST_WORKER, HeartbeatSettings, display_url, open_storage
+from search.study import (
+    INTERRUPTED,
+    RETRY_OF,
+    StudySpec,
+    budget_spent,
+    counted_trials,
+    open_study,
+    requeue_interrupted,
+)
+from search.workers import ask_within_budget, budget_lock
 
 SPEC = StudySpec(name="s", direction="maximize", metric="accuracy", identity={"data": "sst2"})
 
@@ -88,3 +101,46 @@ def test_interrupted_trials_do_not_spend_the_budget_and_are_requeued_once(sqlite
     retry = study.ask(distributions)
     assert retry.params == interrupted.params
     assert retry.user_attrs[RETRY_OF] == interrupted.number
+
+
+def test_a_lost_trial_is_failed_and_queued_again_once_and_the_budget_follows(sqlite_url):
+    heartbeat = HeartbeatSettings(interval=1, grace_period=2, max_retry=1)
+    storage = open_storage(sqlite_url, heartbeat=heartbeat)
+    study = open_study(storage, sqlite_url, SPEC, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
+    space = {"x": FloatDistribution(0, 1)}
+    finished = study.ask(space)
+    study.tell(finished, 0.5)
+    lost = ask_within_budget(study, sqlite_url, 3, space, heartbeat)
+    assert budget_spent(study) == 2 and counted_trials(study) == 1  # running trials spend the budget
+    time.sleep(3)  # no heartbeat: its worker is gone
+    optuna.storages.fail_stale_trials(study)
+    trials = study.get_trials()
+    assert trials[lost.number].state == TrialState.FAIL
+    assert trials[-1].state == TrialState.WAITING and trials[-1].params == lost.params
+    assert trials[-1].user_attrs == {RETRY_OF: lost.number} and trials[-1].system_attrs[LOST_WORKER]
+    assert budget_spent(study) == 1  # the lost trial no longer counts; its re-run will
+
+    rerun = ask_within_budget(study, sqlite_url, 3, space, heartbeat)
+    assert rerun.number == trials[-1].number and rerun.params == lost.params
+    time.sleep(3)  # lost again: max_retry is 1, so no third run, and this failure counts
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert counted_trials(study) == 2
+
+
+def test_the_budget_lock_serialises_workers_on_sqlite(sqlite_url):
+    make_study(sqlite_url)
+    order: list[str] = []
+
+    def hold(name: str) -> None:
+        with budget_lock(sqlite_url, "s"):
+            order.append(f"{name} in")
+            time.sleep(0.3)
+            order.append(f"{name} out")
+
+    threads = [threading.Thread(target=hold, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])

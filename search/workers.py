@@ -1,0 +1,239 @@
+"""Several workers on one study: the budget lock, heartbeats and local worker processes.
+
+Every worker runs the same command and they coordinate only through the storage:
+
+* **Budget.** ``n_trials`` is the study's total. "Count the trials that spend the budget, then create one"
+  runs under a lock held in the database (PostgreSQL advisory lock, MySQL ``GET_LOCK``) or, for SQLite,
+  on a lock file beside the database, so that N workers never start more than ``n_trials`` trials.
+* **Heartbeats.** While a trial runs, its worker records a heartbeat every ``interval`` seconds (Optuna's
+  own heartbeat beats only inside ``study.optimize``; an ask/tell loop has to do it itself). Before each
+  ask, and while waiting for other workers' trials, a worker fails the trials whose heartbeat is older than
+  the grace period; :class:`search.storage.RetryLostTrial` queues each again with the same parameters.
+* **Local workers.** ``n_jobs: N`` starts N - 1 more copies of the same command as child processes (their
+  output in ``<sweep dir>/workers/``), and the machine's cores are shared among the N
+  (:func:`threads_per_worker`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import warnings
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+from omegaconf import DictConfig
+from optuna.distributions import BaseDistribution
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+from search.errors import ConfigError
+from search.progress import console
+from search.storage import HeartbeatSettings
+from search.study import budget_spent
+
+WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
+WORKER_INDEX_ENV = "HPS_WORKER_INDEX"  # set in the children a sweeper starts: they start none themselves
+WORKER = "worker"  # user attribute: host:pid of the worker that ran the trial
+STOP_TIMEOUT_S = 60
+
+
+def quiet_optuna_notices() -> None:
+    """Silence Optuna's notices about what the platform does on purpose.
+
+    It builds on Optuna's experimental APIs (heartbeats, metric names, artifacts) and beats heartbeats itself
+    in its ask/tell loop; the warnings about both are noise to a user.
+    """
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def threads_per_worker() -> int:
+    """Torch threads for one worker: the cores shared among ``HPS_WORKERS_PER_MACHINE`` workers (at least 1)."""
+    try:
+        workers = max(1, int(os.environ.get(WORKERS_ENV) or 1))
+    except ValueError:
+        raise ConfigError(f"{WORKERS_ENV} is {os.environ[WORKERS_ENV]!r}; it must be a positive integer") from None
+    return max(1, available_cores() // workers)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def in_worker_pool() -> bool:
+    """Whether this process is one of several local workers."""
+    return WORKER_INDEX_ENV in os.environ or int(os.environ.get(WORKERS_ENV) or 1) > 1
+
+
+def heartbeat_settings(config: DictConfig | None) -> HeartbeatSettings | None:
+    """``hydra.sweeper.heartbeat`` checked; None when heartbeats are off (``interval: null``)."""
+    if config is None or config.get("interval") is None:
+        return None
+    values = {key: config.get(key) for key in ("interval", "grace_period", "max_retry")}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
+            raise ConfigError(f"hydra.sweeper.heartbeat.{key} is {value!r}; it must be a positive integer")
+    if values["grace_period"] <= values["interval"]:
+        raise ConfigError(
+            f"hydra.sweeper.heartbeat.grace_period ({values['grace_period']}) must be longer than the interval "
+            f"({values['interval']}), or live trials are taken for lost"
+        )
+    return HeartbeatSettings(**values)
+
+
+@contextlib.contextmanager
+def budget_lock(url: str, study_name: str) -> Iterator[None]:
+    """Hold the study's budget lock: one worker at a time counts the budget and asks for a trial."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        with Path(f"{Path(parsed.database).expanduser()}.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    if backend == "postgresql":
+        key = zlib.crc32(f"hps:{study_name}".encode())
+        take, release = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
+    elif backend in ("mysql", "mariadb"):
+        key = f"hps:{study_name}"[:64]
+        take, release = "SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"
+    else:  # no cross-process lock known: N workers may overshoot n_trials by up to N - 1
+        yield
+        return
+    with _lock_engine(url).connect() as connection:
+        connection.execute(text(take), {"key": key})
+        try:
+            yield
+        finally:
+            connection.execute(text(release), {"key": key})
+            connection.commit()
+
+
+@functools.cache
+def _lock_engine(url: str) -> Engine:
+    """An engine of its own for the lock's session, apart from Optuna's transactions; one kept connection."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
+def ask_within_budget(
+    study: optuna.Study,
+    url: str,
+    n_trials: int,
+    distributions: dict[str, BaseDistribution],
+    heartbeat: HeartbeatSettings | None,
+) -> optuna.Trial | None:
+    """A new trial (or a queued re-run) if the study's budget allows one; ``None`` when it is spent.
+
+    Trials of dead workers are failed (and queued again) first, so that their budget goes to their re-runs.
+    Counting and asking happen under the budget lock, so workers sharing the study never start more than
+    ``n_trials``. The trial records which worker runs it and, with heartbeats on, its first heartbeat.
+    """
+    optuna.storages.fail_stale_trials(study)
+    with budget_lock(url, study.study_name):
+        if budget_spent(study) >= n_trials:
+            return None
+        trial = study.ask(distributions)
+    if heartbeat is not None:  # beat at once: a trial that never beat is never found stale
+        trial.storage.record_heartbeat(trial._trial_id)
+    trial.set_user_attr(WORKER, worker_name())
+    return trial
+
+
+class Heartbeat:
+    """Records a running trial's heartbeat every ``settings.interval`` seconds from a thread; inert without."""
+
+    def __init__(self, trial: optuna.Trial, settings: HeartbeatSettings | None) -> None:
+        self._trial, self._settings = trial, settings
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial.number}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        if self._settings is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(self._settings.interval):
+            self._trial.storage.record_heartbeat(self._trial._trial_id)
+
+
+class LocalWorkers:
+    """``n_jobs - 1`` copies of this very command, started as child processes for the duration of a sweep.
+
+    Each child is a worker like this process: it opens the same studies and takes trials from the same budget.
+    Children get their own session, so a Ctrl-C in the terminal reaches this process only, which stops them
+    with SIGTERM (each stores its running trial as interrupted). Their output goes to
+    ``<folder>/worker_<i>.log``.
+    """
+
+    def __init__(self, n_jobs: int, folder: Path) -> None:
+        self.n_jobs, self.folder = n_jobs, folder
+        self.children: list[tuple[subprocess.Popen, Path]] = []
+
+    def __enter__(self) -> LocalWorkers:
+        if self.n_jobs == 1 or WORKER_INDEX_ENV in os.environ:
+            return self
+        os.environ[WORKERS_ENV] = str(self.n_jobs)  # for this process's trials and, inherited, the children's
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for index in range(1, self.n_jobs):
+            log = self.folder / f"worker_{index}.log"
+            with log.open("w") as output:
+                child = subprocess.Popen(
+                    sys.orig_argv,
+                    env=os.environ | {WORKER_INDEX_ENV: str(index)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.children.append((child, log))
+        console.print(
+            f"{self.n_jobs} workers on this machine: this one and {len(self.children)} started "
+            f"(logs in {self.folder}), {threads_per_worker()} threads each",
+            highlight=False,
+        )
+        return self
+
+    def wait(self) -> None:
+        """Wait for every child to finish its share; say which failed and where its log is."""
+        for child, log in self.children:
+            if child.wait() != 0:
+                console.print(f"worker pid {child.pid} exited with status {child.returncode}; see {log}")
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        if kind is None:
+            return
+        for child, _ in self.children:  # interrupted or failed: stop the children cleanly
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child, _ in self.children:
+            try:
+                child.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                child.kill()
