@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import CategoricalDistribution
 
 from objectives.data import Splits, label_names, load_splits, tokenize
+from objectives.features import TopLayers, cached_features, pad_features
 from objectives.metrics import metric_function
 from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
 from objectives.train import Evaluation, TrainResult, check_training, predict, train
@@ -103,11 +104,24 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         link.report(evaluation.step, evaluation.metric, can_prune=not evaluation.final)
 
     collate = transformers.DataCollatorWithPadding(tokenizer)
+    model, train_data, validation_data, batches = classifier, train_set, validation_set, collate
+    if training.get("feature_cache", False) and frozen:  # absent from configs exported before it existed
+        folder = Path(cfg.paths.cache_dir) / "features"
+        model, frozen, batches = TopLayers(classifier, cfg.model, training.freeze_layers), [], pad_features
+        train_data, validation_data = (
+            None
+            if split is None
+            else cached_features(classifier, cfg.model, training.freeze_layers, split, collate, folder)
+            for split in (train_set, validation_set)
+        )
+        cached = sum(table.bytes for table in (train_data, validation_data) if table is not None)
+        log.info("frozen bottom cached: %.1f MB of hidden states in %s", cached / 1e6, folder)
     try:
         with training_progress(f"trial {link.number}" if link.in_study else "training") as progress:
             result = train(
-                classifier, frozen, train_set, validation_set, collate, training, metric, on_evaluation, progress
+                model, frozen, train_data, validation_data, batches, training, metric, on_evaluation, progress
             )
+        result.model = classifier
         if production:
             folder = Path(hydra_config.runtime.output_dir)
             save_production(cfg, training, result, tokenizer, test_set, collate, folder)

@@ -20,8 +20,10 @@ from omegaconf import DictConfig
 from sklearn.metrics import confusion_matrix
 from torch import nn
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, get_scheduler
+from transformers import get_scheduler
 
+from objectives.batching import LengthGroupedBatches
+from objectives.features import FeatureTable, example_lengths
 from search.errors import ConfigError
 from search.progress import TrainingProgress
 
@@ -81,9 +83,9 @@ def check_training(training: DictConfig) -> None:
 def train(
     classifier: nn.Module,
     frozen: list[nn.Module],
-    train_set: Dataset,
-    validation_set: Dataset | None,
-    collate: DataCollatorWithPadding,
+    train_set: Dataset | FeatureTable,
+    validation_set: Dataset | FeatureTable | None,
+    collate: Callable[[list], dict],
     training: DictConfig,
     metric: tuple[str, Callable[[np.ndarray, np.ndarray], float]],
     on_evaluation: Callable[[Evaluation], None],
@@ -91,15 +93,19 @@ def train(
 ) -> TrainResult:
     """Fine-tune ``classifier`` as ``training`` says; ``on_evaluation`` may raise to stop (pruning).
 
+    ``classifier`` is the whole model on tokenised tables, or its :class:`~objectives.features.TopLayers` on
+    cached features of the frozen bottom; ``collate`` makes batches of either.
+
     Without a ``validation_set`` (production training on train + validation) nothing is evaluated.
     """
-    loader = DataLoader(
-        train_set,
-        batch_size=training.batch_size,
-        shuffle=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(training.seed),
-    )
+    generator = torch.Generator().manual_seed(training.seed)
+    if training.get("group_by_length", False):  # absent from configs exported before it existed: plain shuffle
+        batches = LengthGroupedBatches(example_lengths(train_set), training.batch_size, generator)
+        loader = DataLoader(train_set, batch_sampler=batches, collate_fn=collate)
+    else:
+        loader = DataLoader(
+            train_set, batch_size=training.batch_size, shuffle=True, collate_fn=collate, generator=generator
+        )
     trainable = [p for p in classifier.parameters() if p.requires_grad]
     no_decay = {id(p) for name, p in classifier.named_parameters() if name.endswith("bias") or "LayerNorm" in name}
     optimizer = torch.optim.AdamW(
@@ -166,12 +172,14 @@ def train(
 
 
 @torch.no_grad()
-def predict(classifier: nn.Module, table: Dataset, collate: DataCollatorWithPadding) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    classifier: nn.Module, table: Dataset | FeatureTable, collate: Callable[[list], dict]
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, predicted labels) over ``table``, batched by similar length to cut padding."""
     classifier.eval()
-    by_length = table.select(np.argsort([len(ids) for ids in table["input_ids"]], kind="stable"))
+    by_length = np.argsort(example_lengths(table), kind="stable").tolist()
     labels, predictions = [], []
-    for batch in DataLoader(by_length, batch_size=EVAL_BATCH_SIZE, collate_fn=collate):
+    for batch in DataLoader(table, batch_size=EVAL_BATCH_SIZE, sampler=by_length, collate_fn=collate):
         labels.append(batch.pop("labels").numpy())
         predictions.append(classifier(**batch).logits.argmax(dim=-1).numpy())
     return np.concatenate(labels), np.concatenate(predictions)

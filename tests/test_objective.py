@@ -11,9 +11,10 @@ import transformers
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from objectives.data import load_splits
+from objectives.data import load_splits, tokenize
+from objectives.features import TopLayers, cached_features, pad_features
 from objectives.finetune import fine_tune
-from objectives.model import freeze_bottom, load_classifier
+from objectives.model import freeze_bottom, load_classifier, load_tokenizer
 from objectives.train import evaluation_points
 from search.trial import TrialLink
 from tests.conftest import REPO, composed
@@ -60,6 +61,7 @@ def run_config(tmp_path) -> DictConfig:
         "training.learning_rate=1e-3",
         "training.freeze_layers=1",
         "training.threads=1",
+        f"paths.cache_dir={tmp_path}/cache",
     )
     with open_dict(config):
         config.hydra.runtime.output_dir = str(tmp_path)
@@ -97,3 +99,43 @@ def test_model_package_resolver_names_the_shipped_model():
     path = Path(composed().model.path)
     assert (path / "config.json").is_file()
     assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_feature_cache_gives_the_whole_model_s_logits(run_config):
+    transformers.set_seed(0)
+    classifier = load_classifier(run_config.model, run_config.data.num_labels, 0.1)
+    frozen = freeze_bottom(classifier, run_config.model, 1)
+    tokenizer = load_tokenizer(run_config.model)
+    validation = tokenize(load_splits(run_config.data).validation, tokenizer, ["text"], 128)
+    collate = transformers.DataCollatorWithPadding(tokenizer)
+    folder = Path(run_config.paths.cache_dir) / "features"
+    features = cached_features(classifier, run_config.model, 1, validation, collate, folder)
+    assert len(list(folder.iterdir())) == 1 and features.bytes == sum(features.lengths) * 32 * 4  # hidden 32
+    assert features.lengths == [len(ids) for ids in validation["input_ids"]]
+    classifier.eval()
+    top = TopLayers(classifier, run_config.model, 1)
+    rows = list(range(0, len(validation), 7))[:40]
+    with torch.no_grad():
+        whole = classifier(**collate(validation.select(rows).to_list())).logits
+        batch = pad_features([features[i] for i in rows])
+        labels = batch.pop("labels")
+        cached = top(**batch).logits
+    assert labels.tolist() == [validation[i]["labels"] for i in rows]
+    assert (whole - cached).abs().max() < 1e-5
+    assert cached_features(classifier, run_config.model, 1, validation, collate, folder).hidden.shape == (
+        features.hidden.shape
+    )  # found, not recomputed
+    assert len(list(folder.iterdir())) == 1
+    assert frozen[1] is classifier.base_model.encoder.layer[0]
+
+
+def test_training_on_cached_features_matches_training_the_whole_model(run_config):
+    cached = fine_tune(run_config, TrialLink())
+    with open_dict(run_config):
+        run_config.training.feature_cache = False
+    whole = fine_tune(run_config, TrialLink())
+    assert [e.metric for e in cached.curve] == [e.metric for e in whole.curve]
+    for mine, theirs in zip(cached.curve, whole.curve, strict=True):
+        assert mine.train_loss == pytest.approx(theirs.train_loss, abs=1e-5)
+    weights = whole.model.state_dict()
+    assert max((value - weights[name]).abs().max().item() for name, value in cached.model.state_dict().items()) < 1e-4
