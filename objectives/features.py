@@ -93,6 +93,9 @@ def pad_features(examples: list[dict]) -> dict[str, torch.Tensor]:
     return {"hidden_states": hidden, "attention_mask": mask, "labels": labels}
 
 
+_HEAD_SETTINGS = ("problem_type", "id2label", "label2id", "architectures", "transformers_version")
+
+
 def cached_features(
     classifier: nn.Module,
     model: DictConfig,
@@ -113,7 +116,15 @@ def cached_features(
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().numpy().tobytes())
-    digest.update(json.dumps([frozen_layers, table._fingerprint]).encode())
+    # Weights, k, data; and the architecture's settings (activation, norm epsilon, ...), but not dropout, which
+    # the frozen bottom (in eval mode) does not use, nor what concerns only the head or is set by forward().
+    ignored = {*model.dropout_attributes, *_HEAD_SETTINGS}
+    settings = {
+        key: value
+        for key, value in base.config.to_diff_dict().items()
+        if key not in ignored and not key.startswith("_")
+    }
+    digest.update(json.dumps([frozen_layers, table._fingerprint, settings], sort_keys=True, default=str).encode())
     target = folder / digest.hexdigest()[:24]
     if not target.is_dir():
         _compute(base, bottom, table, collate, target)
@@ -121,13 +132,36 @@ def cached_features(
 
 
 @torch.no_grad()  # not inference_mode: the cached tensors feed layers that are trained
-def _compute(base: nn.Module, bottom: list[nn.Module], table: Dataset, collate, target: Path) -> None:
+def _compute(
+    base: nn.Module, bottom: list[nn.Module], table: Dataset, collate: DataCollatorWithPadding, target: Path
+) -> None:
     for module in bottom:
         module.eval()
     lengths = [len(ids) for ids in table["input_ids"]]
     order = np.argsort(lengths, kind="stable")
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    try:
+        _write(base, bottom, table, collate, lengths, order, scratch)
+    except BaseException:  # interrupted or out of disk: leave no half-written folder behind
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    try:
+        os.replace(scratch, target)  # atomic; another worker may have finished the same cache first
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _write(
+    base: nn.Module,
+    bottom: list[nn.Module],
+    table: Dataset,
+    collate: DataCollatorWithPadding,
+    lengths: list[int],
+    order: np.ndarray,
+    scratch: Path,
+) -> None:
+    """Every token's hidden state after the bottom, in length order batches, into ``scratch``."""
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     hidden = np.lib.format.open_memmap(
         scratch / "hidden.npy", mode="w+", dtype=np.float32, shape=(int(offsets[-1]), base.config.hidden_size)
@@ -147,7 +181,3 @@ def _compute(base: nn.Module, bottom: list[nn.Module], table: Dataset, collate, 
     hidden.flush()
     np.save(scratch / "lengths.npy", np.asarray(lengths, dtype=np.int64))
     np.save(scratch / "labels.npy", np.asarray(table["labels"], dtype=np.int64))
-    try:
-        os.replace(scratch, target)  # atomic; another worker may have finished the same cache first
-    except OSError:
-        shutil.rmtree(scratch, ignore_errors=True)

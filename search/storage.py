@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from search.errors import ConfigError, first_line
 
@@ -121,8 +121,11 @@ def _create_rdb_storage(url: str, engine_kwargs: dict, options: dict) -> optuna.
     for attempt in itertools.count(1):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
-        except IntegrityError:  # another worker created the same table or type a moment ago
-            if attempt == SCHEMA_RACE_ATTEMPTS:
+        except (IntegrityError, OperationalError, ProgrammingError) as error:
+            # Another worker created the same table or type a moment ago (PostgreSQL: a unique violation;
+            # SQLite: "table ... already exists").
+            racing = isinstance(error, IntegrityError) or "already exists" in str(error)
+            if not racing or attempt == SCHEMA_RACE_ATTEMPTS:
                 raise
             time.sleep(0.5 * attempt)
 

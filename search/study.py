@@ -24,6 +24,7 @@ from search.storage import RETRY_OF, display_url, open_storage
 
 FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
+INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM)"
 WARM_START_FROM = "warm_start_from"
 IDENTITY = "objective_identity"
 DIRECTIONS = ("maximize", "minimize")
@@ -120,16 +121,41 @@ def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
     )
 
 
-def requeue_interrupted(study: optuna.Study) -> list[int]:
-    """Queue each interrupted trial's parameters again (once); returns the numbers requeued."""
+def requeue_interrupted(study: optuna.Study, room: int) -> list[int]:
+    """Queue each interrupted trial's parameters again (once), as far as ``room`` (the trials the budget still
+    allows, less those already queued) goes; returns the numbers requeued.
+
+    Other workers may have spent the budget while a trial stood interrupted: a re-run queued then would wait
+    forever, so it is not queued.
+    """
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
+    room -= sum(t.state == TrialState.WAITING for t in trials)
     requeued = []
     for trial in trials:
+        if len(requeued) >= room:
+            break
         if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED) and trial.number not in retried:
             study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
             requeued.append(trial.number)
     return requeued
+
+
+def fail_trial(
+    study: optuna.Study, trial: optuna.Trial, reason: str, *, interrupted: bool = False
+) -> optuna.trial.FrozenTrial:
+    """Store ``trial`` as FAIL with its reason, and whether it was interrupted (a resumed study re-runs it).
+
+    A trial that already finished is left as it is: a worker whose heartbeat came late (a suspended laptop)
+    finds its trial failed as lost and re-run elsewhere.
+    """
+    try:
+        trial.set_user_attr(FAIL_REASON, reason)
+        if interrupted:
+            trial.set_user_attr(INTERRUPTED, True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    return study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

@@ -53,12 +53,12 @@ from search.space import (
 )
 from search.storage import STORAGE_ENV, default_storage, display_url, has_password, open_storage
 from search.study import (
-    FAIL_REASON,
-    INTERRUPTED,
+    INTERRUPTED_REASON,
     RETRY_OF,
     StudySpec,
     budget_spent,
     counted_trials,
+    fail_trial,
     open_study,
     requeue_interrupted,
     warm_start,
@@ -260,7 +260,7 @@ class PruningSweeper(Sweeper):
     def _run_study(self, plan: StudyPlan) -> None:
         study = plan.study
         with budget_lock(self.storage, study.study_name):  # one worker requeues, not each
-            requeued = requeue_interrupted(study)
+            requeued = requeue_interrupted(study, room=self.n_trials - budget_spent(study))
         done = counted_trials(study)
         console.print(
             f"study [bold]{escape(study.study_name)}[/] in {display_url(self.storage)}: "
@@ -291,28 +291,20 @@ class PruningSweeper(Sweeper):
         """With the budget spent, wait while other workers' trials run, in case one is lost and must run again.
 
         Returns True when a trial may be waiting to run here (a re-run was queued), False when this worker is
-        done: nothing runs elsewhere, heartbeats are off, or nothing changed for longer than a lost trial
-        takes to be noticed (``grace_period`` plus two heartbeats).
+        done: nothing runs elsewhere, or heartbeats are off (a lost trial would never be noticed). A trial whose
+        worker died stops beating and is failed after ``grace_period``, so the wait always ends.
         """
         if self.heartbeat is None:
             return False
-        patience = self.heartbeat.grace_period + 2 * self.heartbeat.interval
-        last_seen, quiet_since = None, time.monotonic()
-        while time.monotonic() - quiet_since < patience:
+        while True:
             optuna.storages.fail_stale_trials(study)
-            trials = study.get_trials(deepcopy=False)
-            running = [t.number for t in trials if t.state == TrialState.RUNNING]
             if budget_spent(study) < self.n_trials:
                 return True
+            running = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
             if not running:
                 return False
-            seen = [(t.number, t.state, len(t.intermediate_values)) for t in trials]
-            if seen != last_seen:
-                last_seen, quiet_since = seen, time.monotonic()
             view.waiting(running)
             time.sleep(min(self.heartbeat.interval, 5))
-        console.print(f"leaving trial(s) {running} to the workers running them", highlight=False)
-        return False
 
     def _run_trial(self, plan: StudyPlan, view: StudyView, trial: optuna.Trial) -> None:
         """Run the trial as a Hydra job while its heartbeat beats; tell the study how it ended."""
@@ -328,15 +320,12 @@ class PruningSweeper(Sweeper):
                 (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
             frozen, note = _tell(study, trial, result)
         except KeyboardInterrupt:
-            trial.set_user_attr(INTERRUPTED, True)
-            trial.set_user_attr(FAIL_REASON, "interrupted (Ctrl-C or SIGTERM)")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            fail_trial(study, trial, INTERRUPTED_REASON, interrupted=True)
             view.progress.stop()
             console.print(f"trial {trial.number} stored as FAIL (interrupted); a resumed study re-runs it first")
             raise
         except Exception as error:  # the launcher itself broke: no trial is left RUNNING
-            trial.set_user_attr(FAIL_REASON, f"{type(error).__name__}: {first_line(error)}")
-            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            fail_trial(study, trial, f"{type(error).__name__}: {first_line(error)}")
             raise
         retry_of = frozen.user_attrs.get(RETRY_OF)
         if retry_of is not None:
@@ -361,16 +350,14 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[
         # JobReturn.return_value would re-raise and log the traceback; the exception itself is enough.
         error = result._return_value
         if isinstance(error, optuna.TrialPruned):
-            return study.tell(trial, state=TrialState.PRUNED), str(error)
+            return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True), str(error)
         reason = f"{type(error).__name__}: {first_line(error)}"
-        trial.set_user_attr(FAIL_REASON, reason)
-        return study.tell(trial, state=TrialState.FAIL), reason
+        return fail_trial(study, trial, reason), reason
     value = result.return_value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         reason = f"the task returned {value!r}, not a finite number"
-        trial.set_user_attr(FAIL_REASON, reason)
-        return study.tell(trial, state=TrialState.FAIL), reason
-    return study.tell(trial, float(value)), ""
+        return fail_trial(study, trial, reason), reason
+    return study.tell(trial, float(value), skip_if_finished=True), ""
 
 
 def _build(what: str, config: DictConfig) -> Any:

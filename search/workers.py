@@ -36,10 +36,10 @@ from optuna.distributions import BaseDistribution
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from search.errors import ConfigError
+from search.errors import ConfigError, first_line
 from search.progress import console
 from search.storage import HeartbeatSettings
-from search.study import budget_spent
+from search.study import INTERRUPTED_REASON, budget_spent, fail_trial
 
 WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
 WORKER_INDEX_ENV = "HPS_WORKER_INDEX"  # set in the children a sweeper starts: they start none themselves
@@ -62,13 +62,17 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def threads_per_worker() -> int:
-    """Torch threads for one worker: the cores shared among ``HPS_WORKERS_PER_MACHINE`` workers (at least 1)."""
+def workers_per_machine() -> int:
+    """``HPS_WORKERS_PER_MACHINE`` (1 when unset), checked."""
     try:
-        workers = max(1, int(os.environ.get(WORKERS_ENV) or 1))
+        return max(1, int(os.environ.get(WORKERS_ENV) or 1))
     except ValueError:
         raise ConfigError(f"{WORKERS_ENV} is {os.environ[WORKERS_ENV]!r}; it must be a positive integer") from None
-    return max(1, available_cores() // workers)
+
+
+def threads_per_worker() -> int:
+    """Torch threads for one worker: the cores shared among ``HPS_WORKERS_PER_MACHINE`` workers (at least 1)."""
+    return max(1, available_cores() // workers_per_machine())
 
 
 def worker_name() -> str:
@@ -77,7 +81,7 @@ def worker_name() -> str:
 
 def in_worker_pool() -> bool:
     """Whether this process is one of several local workers."""
-    return WORKER_INDEX_ENV in os.environ or int(os.environ.get(WORKERS_ENV) or 1) > 1
+    return WORKER_INDEX_ENV in os.environ or workers_per_machine() > 1
 
 
 def heartbeat_settings(config: DictConfig | None) -> HeartbeatSettings | None:
@@ -154,9 +158,16 @@ def ask_within_budget(
         if budget_spent(study) >= n_trials:
             return None
         trial = study.ask(distributions)
-    if heartbeat is not None:  # beat at once: a trial that never beat is never found stale
-        trial.storage.record_heartbeat(trial._trial_id)
-    trial.set_user_attr(WORKER, worker_name())
+    try:
+        if heartbeat is not None:  # beat at once: a trial that never beat is never found stale
+            trial.storage.record_heartbeat(trial._trial_id)
+        trial.set_user_attr(WORKER, worker_name())
+    except KeyboardInterrupt:  # between ask and the first beat: leave no RUNNING trial that nobody watches
+        fail_trial(study, trial, INTERRUPTED_REASON, interrupted=True)
+        raise
+    except Exception as error:
+        fail_trial(study, trial, f"{type(error).__name__}: {first_line(error)}")
+        raise
     return trial
 
 
@@ -180,7 +191,10 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stopped.wait(self._settings.interval):
-            self._trial.storage.record_heartbeat(self._trial._trial_id)
+            try:
+                self._trial.storage.record_heartbeat(self._trial._trial_id)
+            except Exception as error:  # a database hiccup: beat again next interval rather than stop beating
+                console.print(f"heartbeat of trial {self._trial.number} not recorded: {first_line(error)}")
 
 
 class LocalWorkers:

@@ -13,11 +13,12 @@ from optuna.trial import TrialState
 from search.errors import ConfigError
 from search.storage import LOST_WORKER, HeartbeatSettings, display_url, open_storage
 from search.study import (
-    INTERRUPTED,
+    INTERRUPTED_REASON,
     RETRY_OF,
     StudySpec,
     budget_spent,
     counted_trials,
+    fail_trial,
     open_study,
     requeue_interrupted,
 )
@@ -92,12 +93,12 @@ def test_interrupted_trials_do_not_spend_the_budget_and_are_requeued_once(sqlite
         trial = study.ask(distributions)
         study.tell(trial, 0.5 if state == TrialState.COMPLETE else None, state=state)
     interrupted = study.ask(distributions)
-    interrupted.set_user_attr(INTERRUPTED, True)
-    study.tell(interrupted, state=TrialState.FAIL)
+    fail_trial(study, interrupted, INTERRUPTED_REASON, interrupted=True)
     assert counted_trials(study) == 3
 
-    assert requeue_interrupted(study) == [interrupted.number]
-    assert requeue_interrupted(study) == []  # already queued
+    assert requeue_interrupted(study, room=0) == []  # other workers spent the budget meanwhile
+    assert requeue_interrupted(study, room=1) == [interrupted.number]
+    assert requeue_interrupted(study, room=1) == []  # already queued
     retry = study.ask(distributions)
     assert retry.params == interrupted.params
     assert retry.user_attrs[RETRY_OF] == interrupted.number
@@ -144,3 +145,11 @@ def test_the_budget_lock_serialises_workers_on_sqlite(sqlite_url):
     for thread in threads:
         thread.join()
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+def test_failing_a_trial_that_already_finished_leaves_it_as_it_is(sqlite_url):
+    study = make_study(sqlite_url)
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    study.tell(trial, state=TrialState.FAIL)  # failed as lost by another worker, say
+    frozen = fail_trial(study, trial, "late", interrupted=True)
+    assert frozen.state == TrialState.FAIL and frozen.user_attrs == {}

@@ -21,8 +21,9 @@ import pytest
 import sqlalchemy
 from optuna.trial import TrialState
 
-from search.storage import LOST_WORKER, RETRY_OF
-from search.study import counted_trials
+from search import workers
+from search.storage import LOST_WORKER, RETRY_OF, HeartbeatSettings, open_storage
+from search.study import INTERRUPTED, counted_trials, requeue_interrupted
 from search.workers import WORKER
 from tests.conftest import REPO
 
@@ -196,3 +197,14 @@ def test_storage_from_the_environment_with_its_password_masked(postgres, study_n
         assert literal.returncode == 0 and "warning: the storage URL's password is written" in literal.stderr
     finally:
         optuna.delete_study(study_name=study_name, storage=postgres)
+
+
+def test_ctrl_c_right_after_ask_leaves_no_running_trial(tmp_path, monkeypatch):
+    url, heartbeat = f"sqlite:///{tmp_path / 's.db'}", HeartbeatSettings(interval=30, grace_period=120, max_retry=1)
+    study = optuna.create_study(storage=open_storage(url, heartbeat=heartbeat))
+    monkeypatch.setattr(workers, "worker_name", lambda: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        workers.ask_within_budget(study, url, 5, {}, heartbeat)
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.FAIL and trial.user_attrs[INTERRUPTED]
+    assert requeue_interrupted(study, room=5) == [trial.number]  # a resumed study runs it again
