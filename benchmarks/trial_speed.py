@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from datasets import Dataset
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
@@ -74,40 +75,52 @@ def ours(cfg: DictConfig) -> tuple[float, float, float]:
     return last.examples_seen / last.train_seconds, time.perf_counter() - started, result.metric
 
 
+def tokenised_splits(cfg: DictConfig) -> tuple[transformers.PreTrainedTokenizerBase, Dataset, Dataset]:
+    """The tokenizer and the tokenised training and validation splits, as our task makes them."""
+    splits = load_splits(cfg.data)
+    tokenizer = load_tokenizer(cfg.model)
+    train_set, validation_set = (
+        tokenize(split, tokenizer, list(cfg.data.text_columns), cfg.training.max_length)
+        for split in (splits.train, splits.validation)
+    )
+    return tokenizer, train_set, validation_set
+
+
+def hf_arguments(training: DictConfig, output_dir: Path, **changes: object) -> transformers.TrainingArguments:
+    """``TrainingArguments`` with our training settings (no evaluation, logging or checkpoints unless changed)."""
+    settings = {
+        "output_dir": str(output_dir),
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "logging_strategy": "no",
+        "disable_tqdm": True,
+        "per_device_train_batch_size": training.batch_size,
+        "num_train_epochs": training.num_epochs,
+        "learning_rate": training.learning_rate,
+        "weight_decay": training.weight_decay,
+        # Below 1: a fraction of all steps. A float, so that hyperparameter_search keeps sampled fractions float.
+        "warmup_steps": float(training.warmup_ratio),
+        "lr_scheduler_type": training.lr_schedule,
+        "label_smoothing_factor": training.label_smoothing,
+        "max_grad_norm": training.max_grad_norm,
+        "seed": training.seed,
+        "optim": "adamw_torch",
+    }
+    return transformers.TrainingArguments(**settings | changes)
+
+
 def hf_trainer(cfg: DictConfig, folder: Path, strategy: str) -> tuple[float, float, float]:
     """The same run with ``transformers.Trainer``: same data, model, freezing, optimiser settings and seed."""
     started = time.perf_counter()
     training = cfg.training
     torch.set_num_threads(training.threads)
-    splits = load_splits(cfg.data)
-    tokenizer = load_tokenizer(cfg.model)
-    train_set, validation_set = (
-        tokenize(split, tokenizer, list(cfg.data.text_columns), training.max_length)
-        for split in (splits.train, splits.validation)
-    )
+    tokenizer, train_set, validation_set = tokenised_splits(cfg)
     transformers.set_seed(training.seed)
     classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout)
     freeze_bottom(classifier, cfg.model, training.freeze_layers)
-    arguments = transformers.TrainingArguments(
-        output_dir=str(folder / "hf"),
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        eval_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        per_device_train_batch_size=training.batch_size,
-        num_train_epochs=training.num_epochs,
-        learning_rate=training.learning_rate,
-        weight_decay=training.weight_decay,
-        warmup_steps=training.warmup_ratio,
-        lr_scheduler_type=training.lr_schedule,
-        label_smoothing_factor=training.label_smoothing,
-        max_grad_norm=training.max_grad_norm,
-        seed=training.seed,
-        train_sampling_strategy=strategy,
-        optim="adamw_torch",
-    )
+    arguments = hf_arguments(training, folder / "hf", train_sampling_strategy=strategy)
     collate = transformers.DataCollatorWithPadding(tokenizer)
     trainer = transformers.Trainer(
         model=classifier, args=arguments, train_dataset=train_set, data_collator=collate, processing_class=tokenizer

@@ -39,7 +39,7 @@ def test_every_pruner_builds(name):
 def test_default_sampler_and_pruner():
     sweeper = composed().hydra.sweeper
     assert isinstance(instantiate(sweeper.sampler), optuna.samplers.TPESampler)
-    assert isinstance(instantiate(sweeper.pruner), optuna.pruners.MedianPruner)
+    assert isinstance(instantiate(sweeper.pruner), optuna.pruners.SuccessiveHalvingPruner)
     assert sweeper.storage == "sqlite:///studies/hps.db"
 
 

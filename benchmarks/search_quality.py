@@ -1,0 +1,236 @@
+"""Search quality: samplers and pruners judged on the YAHPO Gym lcbench surrogate (34 tasks, real curves).
+
+Each configuration (a sampler and a pruner from ``conf/hydra/sweeper/``, with optional changes) searches the
+lcbench space (``conf/search_space/lcbench.yaml``) of every task with every seed, one trial after another,
+reporting validation balanced accuracy after each epoch to the pruner, exactly as ``hps-lcbench -m`` does
+through the sweeper (here with in-memory storage, so that 34 tasks x seeds x configurations fit in minutes).
+Cost is epochs trained; one full training is 52 epochs. It prints, per configuration, the mean normalised
+regret (YAHPO Gym's per-task min and max of validation balanced accuracy) of the best *fully trained*
+configuration after 10x, 30x and 100x the cost of one full training, with standard errors over task x seed
+runs, and the test balanced accuracy of the final incumbent; every run's row goes to a CSV::
+
+    pip install -e '.[bench]'
+    python benchmarks/search_quality.py --data ../shared/benchmarks/yahpo_gym          # all 34 tasks, 5 seeds
+    python benchmarks/search_quality.py --data DIR --tasks 3945 189909 --seeds 2 --only random default
+    python benchmarks/search_quality.py --data DIR --extra 'TPE + SHA rf3=hydra/sweeper/pruner=successive_halving
+        hydra.sweeper.pruner.reduction_factor=3'
+
+``default`` is whatever ``conf/hydra/sweeper/hps.yaml`` selects, so the table judges the shipped defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import optuna
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
+from search.space import parse_search_space
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+METRIC = "val_balanced_accuracy"
+MULTIPLES = (10, 30, 100)  # budgets, in full trainings
+CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
+    "random": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none"],
+    "TPE (Optuna defaults)": [
+        "hydra/sweeper/pruner=none",
+        *(f"~hydra.sweeper.sampler.{key}" for key in ("n_startup_trials", "multivariate", "constant_liar")),
+    ],
+    "TPE": ["hydra/sweeper/pruner=none"],
+    "TPE + median": ["hydra/sweeper/pruner=median"],
+    "TPE + hyperband": ["hydra/sweeper/pruner=hyperband"],
+    "TPE + SHA": ["hydra/sweeper/pruner=successive_halving"],
+    "random + SHA": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=successive_halving"],
+    "default": [],
+}
+
+
+@dataclass
+class Run:
+    """One search of one task with one seed."""
+
+    configuration: str
+    settings: str  # digest of the sampler, pruner and space: runs with equal settings are reused, whatever their name
+    task: str
+    seed: int
+    regret_10x: float
+    regret_30x: float
+    regret_100x: float
+    test_balanced_accuracy: float
+    trials: int
+    pruned: int
+    seconds: float
+
+
+def settings(overrides: list[str]) -> tuple[str, dict, dict, dict]:
+    """The digest, sampler config, pruner config and search space that ``overrides`` give (plain containers)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("lcbench", overrides=overrides, return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    parts = [OmegaConf.to_container(node) for node in (sweeper.sampler, sweeper.pruner, cfg.search_space)]
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    return digest, *parts
+
+
+_surrogate: Surrogate | None = None
+
+
+def _load_surrogate(data: str) -> None:
+    global _surrogate
+    _surrogate = Surrogate(data)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def search(configuration: str, digest: str, sampler: dict, pruner: dict, space: dict, task: str, seed: int) -> Run:
+    """Trials until 100 full trainings' worth of epochs are spent; the incumbent's regret at each budget."""
+    started = time.perf_counter()
+    surrogate, parsed = _surrogate, parse_search_space(space)
+    keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in parsed.parameters.items()}
+    study = optuna.create_study(
+        direction="maximize", sampler=_seeded(sampler, seed), pruner=instantiate(pruner) if pruner else None
+    )
+    budget, spent = max(MULTIPLES) * EPOCHS, 0
+    best_value, best_test = -math.inf, math.nan
+    regrets: dict[int, float] = {}
+    while spent < budget:
+        trial = study.ask(parsed.distributions)
+        curve = surrogate.curve(task, {keys[name]: value for name, value in trial.params.items()})
+        for epoch, value in enumerate(curve[METRIC], start=1):
+            trial.report(float(value), epoch)
+            if epoch < EPOCHS and trial.should_prune():
+                study.tell(trial, state=TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, float(curve[METRIC][-1]))
+            if curve[METRIC][-1] > best_value:
+                best_value, best_test = float(curve[METRIC][-1]), float(curve["test_balanced_accuracy"][-1])
+        spent += epoch
+        for multiple in MULTIPLES:  # the incumbent as it stood when each budget ran out
+            if multiple not in regrets and spent >= multiple * EPOCHS:
+                regrets[multiple] = _regret(surrogate, task, best_value)
+    trials = study.get_trials(deepcopy=False)
+    return Run(
+        configuration,
+        digest,
+        task,
+        seed,
+        *(regrets[multiple] for multiple in MULTIPLES),
+        best_test,
+        len(trials),
+        sum(t.state == TrialState.PRUNED for t in trials),
+        time.perf_counter() - started,
+    )
+
+
+def _seeded(sampler: dict, seed: int) -> optuna.samplers.BaseSampler:
+    return instantiate({**sampler, "seed": seed})
+
+
+def _regret(surrogate: Surrogate, task: str, best_value: float) -> float:
+    """Normalised regret of the incumbent; 1 (the worst) while no trial has trained to the end."""
+    return 1.0 if best_value == -math.inf else surrogate.normalised_regret(task, METRIC, best_value)
+
+
+def _search(job: tuple) -> Run:
+    return search(*job)
+
+
+def earlier_runs(path: Path) -> dict[tuple[str, str, int], Run]:
+    """Runs already in the CSV at ``path``, by (settings, task, seed): the surrogate and seeds are deterministic."""
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as rows:
+        types = {"str": str, "int": int, "float": float}
+        runs = [Run(**{f.name: types[f.type](row[f.name]) for f in fields(Run)}) for row in csv.DictReader(rows)]
+    return {(run.settings, run.task, run.seed): run for run in runs}
+
+
+def summarise(runs: list[Run], names: list[str]) -> None:
+    """Mean +- standard error per configuration, and the ratio of each mean regret to plain TPE's."""
+    by_name = {name: [run for run in runs if run.configuration == name] for name in names}
+    reference = by_name.get("TPE")
+
+    def mean_se(values: list[float]) -> tuple[float, float]:
+        spread = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+        return statistics.fmean(values), spread
+
+    header = "".join(f"{f'regret {m}x':>17}" for m in MULTIPLES)
+    print(f"{'configuration':<24}{header}{'test bal. acc.':>17}{'vs TPE 10x':>11}{'trials':>8}{'pruned':>8}")
+    for name, group in by_name.items():
+        cells = ""
+        for multiple in MULTIPLES:
+            mean, se = mean_se([getattr(run, f"regret_{multiple}x") for run in group])
+            cells += f"{mean:>10.4f} ±{se:.4f}"
+        mean, se = mean_se([run.test_balanced_accuracy for run in group])
+        versus = (
+            statistics.fmean(run.regret_10x for run in group) / statistics.fmean(run.regret_10x for run in reference)
+            if reference
+            else math.nan
+        )
+        trials = statistics.fmean(run.trials for run in group)
+        pruned = statistics.fmean(run.pruned for run in group)
+        print(f"{name:<24}{cells}{mean:>10.4f} ±{se:.4f}{versus:>10.2f}x{trials:>8.0f}{pruned:>8.0f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"YAHPO Gym data folder (or ${DATA_ENV})")
+    parser.add_argument("--tasks", nargs="+", help="OpenML task ids (default: all 34)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--only", nargs="+", help="configurations to run (default: all)")
+    parser.add_argument("--extra", action="append", default=[], help="'NAME=OVERRIDE OVERRIDE ...'")
+    parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--csv", type=Path, default=Path("studies/benchmarks/search_quality.csv"))
+    arguments = parser.parse_args()
+    if not arguments.data:
+        parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder")
+    configurations = dict(CONFIGURATIONS)
+    for extra in arguments.extra:
+        name, _, overrides = extra.partition("=")
+        configurations[name.strip()] = overrides.split()
+    names = arguments.only or list(configurations)
+    unknown = sorted(set(names) - set(configurations))
+    if unknown:
+        parser.error(f"unknown configuration(s) {unknown}; known: {list(configurations)}")
+    tasks = arguments.tasks or Surrogate(arguments.data).tasks
+    digests = {name: settings(configurations[name]) for name in names}
+    done = earlier_runs(arguments.csv)
+    seeds = range(arguments.seeds)
+    wanted = [(name, (digests[name][0], task, seed)) for name in names for task in tasks for seed in seeds]
+    jobs = {key: (name, *digests[name], *key[1:]) for name, key in wanted if key not in done}  # each setting once
+    shape = f"{len(names)} configurations x {len(tasks)} tasks x {arguments.seeds} seeds"
+    print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} to run")
+    started = time.perf_counter()
+    arguments.csv.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not arguments.csv.is_file()
+    with (
+        arguments.csv.open("a", newline="") as out,
+        multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool,
+    ):
+        writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Run)])
+        if new_file:
+            writer.writeheader()
+        for run in pool.imap_unordered(_search, jobs.values()):  # stored as they finish: a new start resumes
+            writer.writerow(asdict(run))
+            out.flush()
+            done[run.settings, run.task, run.seed] = run
+    summarise([replace(done[key], configuration=name) for name, key in wanted], names)
+    print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s; every run in {arguments.csv}")
+
+
+if __name__ == "__main__":
+    main()
