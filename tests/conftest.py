@@ -35,10 +35,10 @@ def run_cli(
     )
 
 
-def composed(*overrides: str) -> DictConfig:
-    """The task config as Hydra composes it for these overrides, with its hydra node."""
+def composed(*overrides: str, task: str = "finetune") -> DictConfig:
+    """The config of ``task`` (a config in conf/) as Hydra composes it for these overrides, with its hydra node."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("finetune", overrides=list(overrides), return_hydra_config=True)
+        return compose(task, overrides=list(overrides), return_hydra_config=True)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:

@@ -45,7 +45,7 @@ def test_default_sampler_and_pruner():
 
 @pytest.mark.parametrize("name", options("search_space"))
 def test_every_search_space_parses_and_points_at_existing_keys(name):
-    config = composed(f"search_space={name}")
+    config = composed(f"search_space={name}", task="lcbench" if name == "lcbench" else "finetune")
     space = parse_search_space(config.search_space)
     space.check_against(config)
 
