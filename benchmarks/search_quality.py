@@ -53,7 +53,10 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "TPE": ["hydra/sweeper/pruner=none"],
     "TPE + median": ["hydra/sweeper/pruner=median"],
     "TPE + hyperband": ["hydra/sweeper/pruner=hyperband"],
-    "TPE + SHA": ["hydra/sweeper/pruner=successive_halving"],
+    "TPE + SHA, first rung 2": [
+        "hydra/sweeper/pruner=successive_halving",
+        "hydra.sweeper.pruner.min_early_stopping_rate=0",
+    ],
     "random + SHA": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=successive_halving"],
     "default": [],
 }
