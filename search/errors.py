@@ -24,6 +24,11 @@ def first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def failure_reason(error: BaseException) -> str:
+    """How a failed trial's reason reads: the exception's type and the first line of its message."""
+    return f"{type(error).__name__}: {first_line(error)}"
+
+
 def as_config_error(error: BaseException) -> ConfigError | None:
     """The user error behind ``error``, also when a library wrapped it (OmegaConf wraps resolver errors)."""
     seen: set[int] = set()

@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from search.errors import ConfigError, exit_on_config_error, first_line
+from search.errors import ConfigError, exit_on_config_error, failure_reason, first_line
 from search.notes import record_setup, record_trial_note, study_setup
 from search.progress import StudyView, console, top_trials_table
 from search.space import (
@@ -325,7 +325,7 @@ class PruningSweeper(Sweeper):
             console.print(f"trial {trial.number} stored as FAIL (interrupted); a resumed study re-runs it first")
             raise
         except Exception as error:  # the launcher itself broke: no trial is left RUNNING
-            fail_trial(study, trial, f"{type(error).__name__}: {first_line(error)}")
+            fail_trial(study, trial, failure_reason(error))
             raise
         retry_of = frozen.user_attrs.get(RETRY_OF)
         if retry_of is not None:
@@ -351,7 +351,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[
         error = result._return_value
         if isinstance(error, optuna.TrialPruned):
             return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True), str(error)
-        reason = f"{type(error).__name__}: {first_line(error)}"
+        reason = failure_reason(error)
         return fail_trial(study, trial, reason), reason
     value = result.return_value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -36,7 +36,7 @@ from optuna.distributions import BaseDistribution
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from search.errors import ConfigError, first_line
+from search.errors import ConfigError, failure_reason, first_line
 from search.progress import console
 from search.storage import HeartbeatSettings
 from search.study import INTERRUPTED_REASON, budget_spent, fail_trial
@@ -166,7 +166,7 @@ def ask_within_budget(
         fail_trial(study, trial, INTERRUPTED_REASON, interrupted=True)
         raise
     except Exception as error:
-        fail_trial(study, trial, f"{type(error).__name__}: {first_line(error)}")
+        fail_trial(study, trial, failure_reason(error))
         raise
     return trial
 
