@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -44,6 +45,11 @@ from search.space import parse_search_space
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC = "val_balanced_accuracy"
 MULTIPLES = (10, 30, 100)  # budgets, in full trainings
+SHA, RUNG_2, MULTIVARIATE = (
+    "hydra/sweeper/pruner=successive_halving",
+    "hydra.sweeper.pruner.min_early_stopping_rate=0",
+    "hydra.sweeper.sampler.multivariate=true",
+)
 CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "random": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none"],
     "TPE (Optuna defaults)": [
@@ -53,11 +59,10 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "TPE": ["hydra/sweeper/pruner=none"],
     "TPE + median": ["hydra/sweeper/pruner=median"],
     "TPE + hyperband": ["hydra/sweeper/pruner=hyperband"],
-    "TPE + SHA, first rung 2": [
-        "hydra/sweeper/pruner=successive_halving",
-        "hydra.sweeper.pruner.min_early_stopping_rate=0",
-    ],
-    "random + SHA": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=successive_halving"],
+    "TPE + SHA, first rung 2": [SHA, RUNG_2],
+    "multivariate TPE + SHA, first rung 2": [MULTIVARIATE, SHA, RUNG_2],
+    "multivariate TPE + SHA": [MULTIVARIATE, SHA],  # the default until 2026-11
+    "random + SHA": ["hydra/sweeper/sampler=random", SHA],
     "default": [],
 }
 
@@ -103,8 +108,11 @@ def search(configuration: str, digest: str, sampler: dict, pruner: dict, space: 
     started = time.perf_counter()
     surrogate, parsed = _surrogate, parse_search_space(space)
     keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in parsed.parameters.items()}
-    study = optuna.create_study(
-        direction="maximize", sampler=_seeded(sampler, seed), pruner=instantiate(pruner) if pruner else None
+    study = optuna.create_study(  # named: Hyperband's brackets hash the study name, so a random one is not repeatable
+        study_name=f"lcbench-{task}-seed{seed}",
+        direction="maximize",
+        sampler=_seeded(sampler, seed),
+        pruner=instantiate(pruner) if pruner else None,
     )
     budget, spent = max(MULTIPLES) * EPOCHS, 0
     best_value, best_test = -math.inf, math.nan
@@ -160,6 +168,20 @@ def earlier_runs(path: Path) -> dict[tuple[str, str, int], Run]:
         types = {"str": str, "int": int, "float": float}
         runs = [Run(**{f.name: types[f.type](row[f.name]) for f in fields(Run)}) for row in csv.DictReader(rows)]
     return {(run.settings, run.task, run.seed): run for run in runs}
+
+
+def store_runs(runs: Iterable[Run], path: Path, done: dict[tuple[str, str, int], Run]) -> None:
+    """Append each run to the CSV at ``path`` as it finishes (so a new start resumes) and to ``done``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new_file = not path.is_file()
+    with path.open("a", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Run)])
+        if new_file:
+            writer.writeheader()
+        for run in runs:
+            writer.writerow(asdict(run))
+            out.flush()
+            done[run.settings, run.task, run.seed] = run
 
 
 def summarise(runs: list[Run], names: list[str]) -> None:
@@ -218,19 +240,8 @@ def main() -> None:
     shape = f"{len(names)} configurations x {len(tasks)} tasks x {arguments.seeds} seeds"
     print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} to run")
     started = time.perf_counter()
-    arguments.csv.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not arguments.csv.is_file()
-    with (
-        arguments.csv.open("a", newline="") as out,
-        multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool,
-    ):
-        writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Run)])
-        if new_file:
-            writer.writeheader()
-        for run in pool.imap_unordered(_search, jobs.values()):  # stored as they finish: a new start resumes
-            writer.writerow(asdict(run))
-            out.flush()
-            done[run.settings, run.task, run.seed] = run
+    with multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool:
+        store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
     summarise([replace(done[key], configuration=name) for name, key in wanted], names)
     print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s; every run in {arguments.csv}")
 

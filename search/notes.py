@@ -53,7 +53,7 @@ def describe(distribution: BaseDistribution) -> str:
 
 
 def _component(config: DictConfig) -> str:
-    """``TPESampler(multivariate=True, n_startup_trials=5)`` from a sampler or pruner config."""
+    """``TPESampler(multivariate=False, n_startup_trials=5)`` from a sampler or pruner config."""
     values = OmegaConf.to_container(config, resolve=True)
     target = str(values.pop("_target_", "?")).rsplit(".", 1)[-1]
     return f"{target}({', '.join(f'{key}={value!r}' for key, value in values.items())})"
