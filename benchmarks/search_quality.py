@@ -45,9 +45,10 @@ from search.space import parse_search_space
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC = "val_balanced_accuracy"
 MULTIPLES = (10, 30, 100)  # budgets, in full trainings
-SHA, RUNG_2, MULTIVARIATE = (
+SHA, RUNG_2, STARTUP_5, MULTIVARIATE = (
     "hydra/sweeper/pruner=successive_halving",
     "hydra.sweeper.pruner.min_early_stopping_rate=0",
+    "hydra.sweeper.sampler.n_startup_trials=5",
     "hydra.sweeper.sampler.multivariate=true",
 )
 CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
@@ -57,11 +58,13 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
         *(f"~hydra.sweeper.sampler.{key}" for key in ("n_startup_trials", "multivariate", "constant_liar")),
     ],
     "TPE": ["hydra/sweeper/pruner=none"],
-    "TPE + median": ["hydra/sweeper/pruner=median"],
-    "TPE + hyperband": ["hydra/sweeper/pruner=hyperband"],
-    "TPE + SHA, first rung 2": [SHA, RUNG_2],
-    "multivariate TPE + SHA, first rung 2": [MULTIVARIATE, SHA, RUNG_2],
-    "multivariate TPE + SHA": [MULTIVARIATE, SHA],  # the default until 2026-11
+    "TPE, 5 start-up": [STARTUP_5, "hydra/sweeper/pruner=none"],
+    "TPE, 5 start-up + median": [STARTUP_5, "hydra/sweeper/pruner=median"],
+    "TPE, 5 start-up + hyperband": [STARTUP_5, "hydra/sweeper/pruner=hyperband"],
+    "TPE, 5 start-up + SHA, rung 2": [STARTUP_5, SHA, RUNG_2],
+    "TPE, 5 start-up + SHA": [STARTUP_5, SHA],  # the default until 2026-11-24
+    "multivariate TPE, 5 start-up + SHA, rung 2": [STARTUP_5, MULTIVARIATE, SHA, RUNG_2],
+    "multivariate TPE, 5 start-up + SHA": [STARTUP_5, MULTIVARIATE, SHA],  # the default until 2026-11-23
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
     "default": [],
 }
