@@ -44,7 +44,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import math
 import multiprocessing
 import os
 import tempfile
@@ -63,7 +62,7 @@ from search_quality import (
     CONFIGURATIONS,
     EPOCHS,
     METRIC,
-    MULTIPLES,
+    Ledger,
     Run,
     earlier_runs,
     settings,
@@ -77,55 +76,6 @@ from search.space import SearchSpace, parse_search_space
 
 ETA = 3
 REFERENCES = ("default", "TPE")  # search_quality.py configurations shown beside the external ones
-
-
-class Ledger:
-    """Epochs spent on one task, and the best fully trained configuration as each budget runs out."""
-
-    def __init__(self, surrogate: Surrogate, task: str, space: SearchSpace) -> None:
-        self.surrogate, self.task = surrogate, task
-        self.keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in space.parameters.items()}
-        self.spent = self.evaluations = self.partial = 0
-        self.best_value, self.best_test = -math.inf, math.nan
-        self.regrets: dict[int, float] = {}
-
-    @property
-    def exhausted(self) -> bool:
-        return self.spent >= max(MULTIPLES) * EPOCHS
-
-    def curve(self, config: dict[str, Any], epochs: int = EPOCHS) -> dict[str, np.ndarray]:
-        """The surrogate's curves of ``config`` (named as in the search space) for epochs 1..``epochs``."""
-        return self.surrogate.curve(self.task, {self.keys[name]: value for name, value in config.items()}, epochs)
-
-    def spend(self, curve: dict[str, np.ndarray], epochs: int) -> float:
-        """Charge ``epochs`` of training along ``curve``; the validation metric after them."""
-        value = float(curve[METRIC][epochs - 1])
-        self.spent += epochs
-        self.evaluations += 1
-        self.partial += epochs < EPOCHS
-        if epochs == EPOCHS and value > self.best_value:
-            self.best_value, self.best_test = value, float(curve["test_balanced_accuracy"][EPOCHS - 1])
-        for multiple in MULTIPLES:  # the incumbent as it stood when each budget ran out, as search_quality.py
-            if multiple not in self.regrets and self.spent >= multiple * EPOCHS:
-                self.regrets[multiple] = (
-                    1.0
-                    if self.best_value == -math.inf
-                    else self.surrogate.normalised_regret(self.task, METRIC, self.best_value)
-                )
-        return value
-
-    def run(self, configuration: str, digest: str, seed: int, seconds: float) -> Run:
-        return Run(
-            configuration,
-            digest,
-            self.task,
-            seed,
-            *(self.regrets[multiple] for multiple in MULTIPLES),
-            self.best_test,
-            self.evaluations,
-            self.partial,
-            seconds,
-        )
 
 
 def _configspace(space: SearchSpace, seed: int) -> Any:

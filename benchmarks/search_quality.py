@@ -32,7 +32,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import optuna
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -40,7 +42,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
-from search.space import parse_search_space
+from search.space import SearchSpace, parse_search_space
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC = "val_balanced_accuracy"
@@ -106,23 +108,75 @@ def _load_surrogate(data: str) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
+class Ledger:
+    """Epochs spent on one task, and the best fully trained configuration as each budget runs out.
+
+    Every search (ours here, the external optimizers' in ``external_optimizers.py``) charges its training here, so
+    all are costed and scored the same way: only 52-epoch results can become the incumbent.
+    """
+
+    def __init__(self, surrogate: Surrogate, task: str, space: SearchSpace) -> None:
+        self.surrogate, self.task = surrogate, task
+        self.keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in space.parameters.items()}
+        self.spent = self.evaluations = self.partial = 0
+        self.best_value, self.best_test = -math.inf, math.nan
+        self.regrets: dict[int, float] = {}
+
+    @property
+    def exhausted(self) -> bool:
+        return self.spent >= max(MULTIPLES) * EPOCHS
+
+    def curve(self, config: dict[str, Any], epochs: int = EPOCHS) -> dict[str, np.ndarray]:
+        """The surrogate's curves of ``config`` (named as in the search space) for epochs 1..``epochs``."""
+        return self.surrogate.curve(self.task, {self.keys[name]: value for name, value in config.items()}, epochs)
+
+    def spend(self, curve: dict[str, np.ndarray], epochs: int) -> float:
+        """Charge ``epochs`` of training along ``curve``; the validation metric after them."""
+        value = float(curve[METRIC][epochs - 1])
+        self.spent += epochs
+        self.evaluations += 1
+        self.partial += epochs < EPOCHS
+        if epochs == EPOCHS and value > self.best_value:
+            self.best_value, self.best_test = value, float(curve["test_balanced_accuracy"][EPOCHS - 1])
+        for multiple in MULTIPLES:  # the incumbent as it stood when each budget ran out
+            if multiple not in self.regrets and self.spent >= multiple * EPOCHS:
+                self.regrets[multiple] = self.regret()
+        return value
+
+    def regret(self) -> float:
+        """Normalised regret of the incumbent; 1 (the worst) while nothing has trained to the end."""
+        if self.best_value == -math.inf:
+            return 1.0
+        return self.surrogate.normalised_regret(self.task, METRIC, self.best_value)
+
+    def run(self, configuration: str, digest: str, seed: int, seconds: float) -> Run:
+        return Run(
+            configuration,
+            digest,
+            self.task,
+            seed,
+            *(self.regrets[multiple] for multiple in MULTIPLES),
+            self.best_test,
+            self.evaluations,
+            self.partial,
+            seconds,
+        )
+
+
 def search(configuration: str, digest: str, sampler: dict, pruner: dict, space: dict, task: str, seed: int) -> Run:
     """Trials until 100 full trainings' worth of epochs are spent; the incumbent's regret at each budget."""
     started = time.perf_counter()
-    surrogate, parsed = _surrogate, parse_search_space(space)
-    keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in parsed.parameters.items()}
+    parsed = parse_search_space(space)
+    ledger = Ledger(_surrogate, task, parsed)
     study = optuna.create_study(  # named: Hyperband's brackets hash the study name, so a random one is not repeatable
         study_name=f"lcbench-{task}-seed{seed}",
         direction="maximize",
         sampler=_seeded(sampler, seed),
         pruner=instantiate(pruner) if pruner else None,
     )
-    budget, spent = max(MULTIPLES) * EPOCHS, 0
-    best_value, best_test = -math.inf, math.nan
-    regrets: dict[int, float] = {}
-    while spent < budget:
+    while not ledger.exhausted:
         trial = study.ask(parsed.distributions)
-        curve = surrogate.curve(task, {keys[name]: value for name, value in trial.params.items()})
+        curve = ledger.curve(trial.params)
         for epoch, value in enumerate(curve[METRIC], start=1):
             trial.report(float(value), epoch)
             if epoch < EPOCHS and trial.should_prune():
@@ -130,33 +184,12 @@ def search(configuration: str, digest: str, sampler: dict, pruner: dict, space: 
                 break
         else:
             study.tell(trial, float(curve[METRIC][-1]))
-            if curve[METRIC][-1] > best_value:
-                best_value, best_test = float(curve[METRIC][-1]), float(curve["test_balanced_accuracy"][-1])
-        spent += epoch
-        for multiple in MULTIPLES:  # the incumbent as it stood when each budget ran out
-            if multiple not in regrets and spent >= multiple * EPOCHS:
-                regrets[multiple] = _regret(surrogate, task, best_value)
-    trials = study.get_trials(deepcopy=False)
-    return Run(
-        configuration,
-        digest,
-        task,
-        seed,
-        *(regrets[multiple] for multiple in MULTIPLES),
-        best_test,
-        len(trials),
-        sum(t.state == TrialState.PRUNED for t in trials),
-        time.perf_counter() - started,
-    )
+        ledger.spend(curve, epoch)
+    return ledger.run(configuration, digest, seed, time.perf_counter() - started)
 
 
 def _seeded(sampler: dict, seed: int) -> optuna.samplers.BaseSampler:
     return instantiate({**sampler, "seed": seed})
-
-
-def _regret(surrogate: Surrogate, task: str, best_value: float) -> float:
-    """Normalised regret of the incumbent; 1 (the worst) while no trial has trained to the end."""
-    return 1.0 if best_value == -math.inf else surrogate.normalised_regret(task, METRIC, best_value)
 
 
 def _search(job: tuple) -> Run:
