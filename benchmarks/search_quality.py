@@ -12,6 +12,8 @@ runs, and the test balanced accuracy of the final incumbent; every run's row goe
     pip install -e '.[bench]'
     python benchmarks/search_quality.py --data ../shared/benchmarks/yahpo_gym          # all 34 tasks, 5 seeds
     python benchmarks/search_quality.py --data DIR --tasks 3945 189909 --seeds 2 --only random default
+    python benchmarks/search_quality.py --data DIR --first-seed 5 --seeds 3 --only default   # held-out seeds
+    python benchmarks/search_quality.py --data DIR --report        # the table of the runs in the CSV; runs none
     python benchmarks/search_quality.py --data DIR --extra 'TPE + SHA rf3=hydra/sweeper/pruner=successive_halving
         hydra.sweeper.pruner.reduction_factor=3'
 
@@ -261,6 +263,7 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[], help="'NAME=OVERRIDE OVERRIDE ...'")
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--csv", type=Path, default=Path("studies/benchmarks/search_quality.csv"))
+    parser.add_argument("--report", action="store_true", help="print the table of the runs in the CSV; run none")
     arguments = parser.parse_args()
     if not arguments.data:
         parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder")
@@ -284,7 +287,15 @@ def main() -> None:
     wanted = [(name, (digests[name][0], task, seed)) for name in names for task in tasks for seed in seeds]
     jobs = {key: (name, *digests[name], *key[1:]) for name, key in wanted if key not in done}  # each setting once
     shape = f"{len(names)} configurations x {len(tasks)} tasks x seeds {seeds.start}..{seeds.stop - 1}"
-    print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} to run")
+    outstanding = "missing" if arguments.report else "to run"
+    print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} {outstanding}")
+    if arguments.report:  # only configurations with every run: a mean over some tasks is not comparable
+        stored = {name: sum(key in done for wanted_name, key in wanted if wanted_name == name) for name in names}
+        complete = [name for name in names if stored[name] == len(tasks) * len(seeds)]
+        summarise([replace(done[key], configuration=name) for name, key in wanted if name in complete], complete)
+        for name in sorted(set(names) - set(complete)):
+            print(f"left out, {stored[name]} of {len(tasks) * len(seeds)} runs in the CSV: {name}")
+        return
     started = time.perf_counter()
     with multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool:
         store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
