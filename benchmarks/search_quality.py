@@ -31,6 +31,7 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -289,18 +290,17 @@ def main() -> None:
     shape = f"{len(names)} configurations x {len(tasks)} tasks x seeds {seeds.start}..{seeds.stop - 1}"
     outstanding = "missing" if arguments.report else "to run"
     print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} {outstanding}")
-    if arguments.report:  # only configurations with every run: a mean over some tasks is not comparable
-        stored = {name: sum(key in done for wanted_name, key in wanted if wanted_name == name) for name in names}
-        complete = [name for name in names if stored[name] == len(tasks) * len(seeds)]
-        summarise([replace(done[key], configuration=name) for name, key in wanted if name in complete], complete)
-        for name in sorted(set(names) - set(complete)):
-            print(f"left out, {stored[name]} of {len(tasks) * len(seeds)} runs in the CSV: {name}")
-        return
     started = time.perf_counter()
-    with multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool:
-        store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
-    summarise([replace(done[key], configuration=name) for name, key in wanted], names)
-    print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s; every run in {arguments.csv}")
+    if not arguments.report:
+        with multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool:
+            store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
+    missing = Counter(name for name, key in wanted if key not in done)  # a mean over some tasks is not comparable
+    complete = [name for name in names if not missing[name]]
+    summarise([replace(done[key], configuration=name) for name, key in wanted if name in complete], complete)
+    for name in sorted(missing):
+        print(f"left out, {len(tasks) * len(seeds) - missing[name]} of {len(tasks) * len(seeds)} runs stored: {name}")
+    if not arguments.report:
+        print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s; every run in {arguments.csv}")
 
 
 if __name__ == "__main__":
