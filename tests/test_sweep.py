@@ -260,19 +260,15 @@ def test_hydra_optuna_sweeper_syntax_and_command_line_intervals(studies):
     assert record(trial, "config")["training"]["dropout"] == trial.params["training.dropout"]
 
 
-def test_a_fixed_value_on_the_command_line_takes_the_key_out_of_the_space(studies):
-    assert_ok(run_cli(*SMOKE, "training.batch_size=8", "hydra.sweeper.n_trials=1", studies=studies))
-    trial = load(studies).trials[0]
-    assert "batch_size" not in trial.params
-    assert record(trial, "config")["training"]["batch_size"] == 8
-
-
-def test_sweeping_a_searched_key_gives_one_study_per_value_with_that_key_fixed(studies):
-    assert_ok(run_cli(*SMOKE, "training.batch_size=8,16", "hydra.sweeper.n_trials=1", studies=studies))
+def test_a_fixed_or_swept_value_on_the_command_line_takes_the_key_out_of_the_space(studies):
+    fixed, swept = "training.freeze_layers=1", "training.batch_size=8,16"  # swept: one study per value
+    assert_ok(run_cli(*SMOKE, fixed, swept, "hydra.sweeper.n_trials=1", studies=studies))
     for size in (8, 16):
         (trial,) = load(studies, f"smoke-training.batch_size={size}").trials
-        assert "batch_size" not in trial.params
-        assert record(trial, "config")["training"]["batch_size"] == size
+        assert "batch_size" not in trial.params and "freeze_layers" not in trial.params
+        assert "learning_rate" in trial.params
+        config = record(trial, "config")["training"]
+        assert config["batch_size"] == size and config["freeze_layers"] == 1
 
 
 def test_resuming_with_another_direction_is_refused_before_any_study_runs_a_trial(studies):
