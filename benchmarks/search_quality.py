@@ -122,8 +122,10 @@ class Ledger:
     all are costed and scored the same way: only 52-epoch results can become the incumbent.
     """
 
-    def __init__(self, surrogate: Surrogate, task: str, space: SearchSpace) -> None:
-        self.surrogate, self.task = surrogate, task
+    def __init__(
+        self, surrogate: Surrogate, task: str, space: SearchSpace, multiples: tuple[int, ...] = MULTIPLES
+    ) -> None:
+        self.surrogate, self.task, self.multiples = surrogate, task, multiples
         self.keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in space.parameters.items()}
         self.spent = self.evaluations = self.partial = 0
         self.best_value, self.best_test = -math.inf, math.nan
@@ -131,7 +133,7 @@ class Ledger:
 
     @property
     def exhausted(self) -> bool:
-        return self.spent >= max(MULTIPLES) * EPOCHS
+        return self.spent >= max(self.multiples) * EPOCHS
 
     def curve(self, config: dict[str, Any], epochs: int = EPOCHS) -> dict[str, np.ndarray]:
         """The surrogate's curves of ``config`` (named as in the search space) for epochs 1..``epochs``."""
@@ -145,7 +147,7 @@ class Ledger:
         self.partial += epochs < EPOCHS
         if epochs == EPOCHS and value > self.best_value:
             self.best_value, self.best_test = value, float(curve["test_balanced_accuracy"][EPOCHS - 1])
-        for multiple in MULTIPLES:  # the incumbent as it stood when each budget ran out
+        for multiple in self.multiples:  # the incumbent as it stood when each budget ran out
             if multiple not in self.regrets and self.spent >= multiple * EPOCHS:
                 self.regrets[multiple] = self.regret()
         return value
@@ -175,14 +177,24 @@ def search(configuration: str, digest: str, sampler: dict, pruner: dict, space: 
     started = time.perf_counter()
     parsed = parse_search_space(space)
     ledger = Ledger(_surrogate, task, parsed)
-    study = optuna.create_study(  # named: Hyperband's brackets hash the study name, so a random one is not repeatable
+    study = new_study(task, seed, sampler, instantiate(pruner) if pruner else None)
+    run_trials(study, ledger, parsed.distributions)
+    return ledger.run(configuration, digest, seed, time.perf_counter() - started)
+
+
+def new_study(task: str, seed: int, sampler: dict, pruner: optuna.pruners.BasePruner | None) -> optuna.Study:
+    return optuna.create_study(  # named: Hyperband's brackets hash the study name, so a random one is not repeatable
         study_name=f"lcbench-{task}-seed{seed}",
         direction="maximize",
         sampler=_seeded(sampler, seed),
-        pruner=instantiate(pruner) if pruner else None,
+        pruner=pruner,
     )
+
+
+def run_trials(study: optuna.Study, ledger: Ledger, distributions: dict) -> None:
+    """One trial after another, each reporting every epoch to the pruner, until the ledger's budget is spent."""
     while not ledger.exhausted:
-        trial = study.ask(parsed.distributions)
+        trial = study.ask(distributions)
         curve = ledger.curve(trial.params)
         for epoch, value in enumerate(curve[METRIC], start=1):
             trial.report(float(value), epoch)
@@ -192,7 +204,6 @@ def search(configuration: str, digest: str, sampler: dict, pruner: dict, space: 
         else:
             study.tell(trial, float(curve[METRIC][-1]))
         ledger.spend(curve, epoch)
-    return ledger.run(configuration, digest, seed, time.perf_counter() - started)
 
 
 def _seeded(sampler: dict, seed: int) -> optuna.samplers.BaseSampler:
