@@ -27,6 +27,7 @@ import statistics
 
 import optuna
 import search_quality
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
@@ -82,7 +83,12 @@ def main() -> None:
         parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder")
     if not 1 <= arguments.rung < EPOCHS:
         parser.error(f"--rung is {arguments.rung}; allowed: 1 to {EPOCHS - 1}")
-    _, sampler, pruner, space = search_quality.settings(arguments.overrides)
+    if arguments.budget < 1:
+        parser.error(f"--budget is {arguments.budget}; allowed: a positive number of full trainings")
+    try:
+        _, sampler, pruner, space = search_quality.settings(arguments.overrides)
+    except ConfigCompositionException as error:  # a mistyped override: one line, no traceback
+        parser.error(f"--overrides: {' '.join(str(error).split())}")
     if not pruner or pruner["_target_"].endswith("HyperbandPruner"):  # TPE treats Hyperband's brackets apart
         parser.error("the configuration's pruner must be one that foresight can wrap: not none, not hyperband")
     multiples = (*(m for m in search_quality.MULTIPLES if m < arguments.budget), arguments.budget)
