@@ -27,7 +27,6 @@ import statistics
 
 import optuna
 import search_quality
-from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
 from objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
@@ -48,8 +47,7 @@ class ForesightPruner(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if trial.number not in self._final:
             self._final[trial.number] = float(self.ledger.curve(trial.params)[search_quality.METRIC][-1])
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        improving = self._final[trial.number] > max((t.value for t in complete), default=-math.inf)
+        improving = self._final[trial.number] > self.ledger.best_value  # the best complete trial's value so far
         pruned = self.pruner.prune(study, trial)  # always asked: successive halving records the trial's rungs
         stop_here = trial.last_step == self.rung and not improving
         if self.policy == "oracle":
@@ -85,10 +83,7 @@ def main() -> None:
         parser.error(f"--rung is {arguments.rung}; allowed: 1 to {EPOCHS - 1}")
     if arguments.budget < 1:
         parser.error(f"--budget is {arguments.budget}; allowed: a positive number of full trainings")
-    try:
-        _, sampler, pruner, space = search_quality.settings(arguments.overrides)
-    except ConfigCompositionException as error:  # a mistyped override: one line, no traceback
-        parser.error(f"--overrides: {' '.join(str(error).split())}")
+    _, sampler, pruner, space = search_quality.settings_or_error(parser, "--overrides", arguments.overrides)
     if not pruner or pruner["_target_"].endswith("HyperbandPruner"):  # TPE treats Hyperband's brackets apart
         parser.error("the configuration's pruner must be one that foresight can wrap: not none, not hyperband")
     multiples = (*(m for m in search_quality.MULTIPLES if m < arguments.budget), arguments.budget)

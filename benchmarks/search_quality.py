@@ -106,6 +106,14 @@ def settings(overrides: list[str]) -> tuple[str, dict, dict, dict]:
     return digest, *parts
 
 
+def settings_or_error(parser: argparse.ArgumentParser, what: str, overrides: list[str]) -> tuple[str, dict, dict, dict]:
+    """:func:`settings`, or the parser's one-line error naming ``what`` for a mistyped override (no traceback)."""
+    try:
+        return settings(overrides)
+    except ConfigCompositionException as error:
+        parser.error(f"{what}: {' '.join(str(error).split())}")
+
+
 _surrogate: Surrogate | None = None
 
 
@@ -288,12 +296,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; known: {list(configurations)}")
     tasks = arguments.tasks or Surrogate(arguments.data).tasks
-    digests = {}
-    for name in names:
-        try:
-            digests[name] = settings(configurations[name])
-        except ConfigCompositionException as error:  # a mistyped --extra override: say which, no traceback
-            parser.error(f"configuration {name!r}: {' '.join(str(error).split())}")
+    digests = {name: settings_or_error(parser, f"configuration {name!r}", configurations[name]) for name in names}
     done = earlier_runs(arguments.csv)
     seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
     wanted = [(name, (digests[name][0], task, seed)) for name in names for task in tasks for seed in seeds]
