@@ -74,6 +74,7 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "multivariate TPE, 5 start-up + SHA, rung 2": [STARTUP_5, MULTIVARIATE, SHA, RUNG_2],
     "multivariate TPE, 5 start-up + SHA": [STARTUP_5, MULTIVARIATE, SHA],  # the default until 2026-11-23
     "TPE, 2 start-up + SHA": [STARTUP_2, SHA],  # better on seeds 0..4, not on held-out seeds 5..7
+    "TPE + SHA": [SHA],  # the default until 2026-11-24: successive halving without the incumbent's stops
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
     "default": [],
 }

@@ -52,11 +52,15 @@ def describe(distribution: BaseDistribution) -> str:
     return text
 
 
-def _component(config: DictConfig) -> str:
-    """``TPESampler(multivariate=False, n_startup_trials=5)`` from a sampler or pruner config."""
-    values = OmegaConf.to_container(config, resolve=True)
+def _component(config: DictConfig | dict) -> str:
+    """``TPESampler(multivariate=False, n_startup_trials=5)`` from a sampler or pruner config (nested ones too)."""
+    values = dict(config) if isinstance(config, dict) else OmegaConf.to_container(config, resolve=True)
     target = str(values.pop("_target_", "?")).rsplit(".", 1)[-1]
-    return f"{target}({', '.join(f'{key}={value!r}' for key, value in values.items())})"
+
+    def shown(value: Any) -> str:
+        return _component(value) if isinstance(value, dict) and "_target_" in value else repr(value)
+
+    return f"{target}({', '.join(f'{key}={shown(value)}' for key, value in values.items())})"
 
 
 def setup_markdown(study_name: str, setup: Mapping[str, Any]) -> str:

@@ -6,7 +6,10 @@ import optuna
 import pytest
 from hydra.utils import instantiate
 
+from search.notes import study_setup
+from search.pruners import IncumbentPruner
 from search.space import parse_search_space
+from search.study import StudySpec
 from tests.conftest import REPO, composed
 
 
@@ -39,8 +42,21 @@ def test_every_pruner_builds(name):
 def test_default_sampler_and_pruner():
     sweeper = composed().hydra.sweeper
     assert isinstance(instantiate(sweeper.sampler), optuna.samplers.TPESampler)
-    assert isinstance(instantiate(sweeper.pruner), optuna.pruners.SuccessiveHalvingPruner)
+    pruner = instantiate(sweeper.pruner)
+    assert isinstance(pruner, IncumbentPruner)
+    assert isinstance(pruner._wrapped_pruner, optuna.pruners.SuccessiveHalvingPruner)
     assert sweeper.storage == "sqlite:///studies/hps.db"
+
+
+def test_the_study_s_note_shows_the_pruner_the_default_wraps():
+    config = composed()
+    space = parse_search_space(config.search_space)
+    spec = StudySpec(name="s", direction="maximize", metric="macro_f1")
+    setup = study_setup(spec, space, config.hydra.sweeper.sampler, config.hydra.sweeper.pruner, 12, "sqlite:///x")
+    assert setup["pruner"].startswith(
+        "IncumbentPruner(wrapped_pruner=SuccessiveHalvingPruner(min_resource=2, reduction_factor=2, "
+    )
+    assert setup["sampler"].startswith("TPESampler(n_startup_trials=3, ")
 
 
 @pytest.mark.parametrize("name", options("search_space"))

@@ -62,7 +62,6 @@ def test_a_pruned_study_stores_each_trial_s_surrogate_curve(tmp_path, surrogate)
         tmp_path,
         "lcbench.task=189909",
         "hydra.sweeper.n_trials=12",
-        "hydra/sweeper/pruner=successive_halving",
         "hydra.sweeper.sampler.seed=0",
         multirun=True,
     )
@@ -82,8 +81,8 @@ def test_a_pruned_study_stores_each_trial_s_surrogate_curve(tmp_path, surrogate)
         if trial.state == TrialState.COMPLETE:
             assert len(steps) == EPOCHS and trial.value == pytest.approx(curve["val_balanced_accuracy"][-1])
             assert trial.user_attrs["test_balanced_accuracy"] == pytest.approx(curve["test_balanced_accuracy"][-1])
-        else:
-            assert len(steps) < EPOCHS
+        else:  # the default pruner stops trials only at successive halving's rungs
+            assert len(steps) in (4, 8, 16, 32)
 
 
 @pytest.mark.parametrize(
