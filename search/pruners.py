@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import optuna
@@ -25,7 +26,7 @@ class IncumbentPruner(optuna.pruners.BasePruner):
     The comparison says most while the best trial is still ordinary: a trial behind it is then unlikely to be
     the best. Once the best is near the top of the space, trials that end above it are often a little behind it
     halfway, so after ``max_complete_trials`` complete trials (``None``: never) only ``wrapped_pruner`` decides;
-    so it does before the first trial completes and at steps the best trial did not report.
+    so it does before the first trial completes, at steps the best trial did not report, and for NaN values.
     """
 
     def __init__(
@@ -35,12 +36,13 @@ class IncumbentPruner(optuna.pruners.BasePruner):
         margin: float = 0.0,
         max_complete_trials: int | None = None,
     ) -> None:
-        if not steps or any(isinstance(step, bool) or not isinstance(step, int) or step < 1 for step in steps):
-            raise ValueError(f"steps is {list(steps)}; allowed: a non-empty list of positive whole numbers")
-        if not margin >= 0:
-            raise ValueError(f"margin is {margin}; allowed: a number >= 0, in the objective's units")
-        if max_complete_trials is not None and (isinstance(max_complete_trials, bool) or max_complete_trials < 1):
-            raise ValueError(f"max_complete_trials is {max_complete_trials}; allowed: a positive whole number or null")
+        if not _positive_whole_numbers(steps):
+            raise ValueError(f"steps is {steps!r}; allowed: a non-empty list of positive whole numbers")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
+            raise ValueError(f"margin is {margin!r}; allowed: a number >= 0, in the objective's units")
+        if max_complete_trials is not None and not _positive_whole_numbers([max_complete_trials]):
+            allowed = "a positive whole number or null"
+            raise ValueError(f"max_complete_trials is {max_complete_trials!r}; allowed: {allowed}")
         self._wrapped_pruner, self._steps, self._margin = wrapped_pruner, frozenset(steps), float(margin)
         self._max_complete_trials = max_complete_trials
 
@@ -54,7 +56,17 @@ class IncumbentPruner(optuna.pruners.BasePruner):
         if not complete or (self._max_complete_trials is not None and len(complete) >= self._max_complete_trials):
             return False
         sign = 1.0 if study.direction == StudyDirection.MAXIMIZE else -1.0  # larger sign * value is better
-        best = max(complete, key=lambda t: sign * t.value)
+        best = max(complete, key=lambda t: sign * t.value)  # of equal values, the earliest trial
         if step not in best.intermediate_values:
             return False
         return sign * (trial.intermediate_values[step] - best.intermediate_values[step]) < -self._margin
+
+
+def _positive_whole_numbers(values: object) -> bool:
+    """Whether ``values`` is a non-empty sequence (a YAML list too) of whole numbers >= 1."""
+    return (
+        isinstance(values, Sequence)
+        and not isinstance(values, str)
+        and len(values) > 0
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+    )

@@ -41,6 +41,35 @@ def test_a_trial_more_than_margin_behind_the_best_at_a_checked_step_stops(direct
     assert report_until(study, {16: 0.8, 32: 0.85})  # behind at the second checked step
 
 
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_best_is_the_best_complete_trial_wherever_it_stands(direction):
+    sign = 1 if direction == "maximize" else -1
+    study = optuna.create_study(direction=direction, pruner=IncumbentPruner(optuna.pruners.NopPruner(), [16]))
+    for at_16, final in ((0.5, 0.6), (0.9, 0.95), (0.7, 0.8)):  # the best is the middle one
+        trial = study.ask()
+        trial.report(sign * at_16, 16)
+        study.tell(trial, sign * final)
+    assert report_until(study, {16: 0.85})  # ahead of the first and last, behind the best
+    assert not report_until(study, {16: 0.9})
+
+
+def test_the_wrapped_pruner_is_asked_even_when_the_trial_is_behind():
+    asked: list[int] = []
+
+    class Recording(optuna.pruners.NopPruner):
+        def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+            asked.append(trial.last_step)  # successive halving records its rungs when asked
+            return False
+
+    study = optuna.create_study(direction="maximize", pruner=IncumbentPruner(Recording(), [16]))
+    best = study.ask()
+    best.report(0.9, 16)
+    study.tell(best, 0.9)
+    asked.clear()
+    assert report_until(study, {16: 0.1})
+    assert asked == [16]
+
+
 def test_steps_not_listed_and_steps_the_best_did_not_report_are_left_to_the_wrapped_pruner():
     study = study_with_best()
     assert not report_until(study, {4: 0.1})  # far behind, but step 4 is not checked
@@ -82,10 +111,15 @@ def test_what_the_wrapped_pruner_stops_stays_stopped():
         ([16.5], 0.0, "steps is [16.5]; allowed"),
         ([16], -0.1, "margin is -0.1; allowed: a number >= 0"),
         ([16], float("nan"), "margin is nan; allowed"),
+        (16, 0.0, "steps is 16; allowed"),
+        ("16", 0.0, "steps is '16'; allowed"),
+        ([16], None, "margin is None; allowed"),
+        ([16], "abc", "margin is 'abc'; allowed"),
     ],
 )
 def test_bad_settings_are_refused_with_what_is_allowed(steps, margin, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         IncumbentPruner(optuna.pruners.NopPruner(), steps, margin)
-    with pytest.raises(ValueError, match="max_complete_trials is 0; allowed: a positive whole number or null"):
-        IncumbentPruner(optuna.pruners.NopPruner(), [16], max_complete_trials=0)
+    for max_complete_trials in (0, 2.5, "10"):
+        with pytest.raises(ValueError, match=r"max_complete_trials is .*; allowed: a positive whole number or null"):
+            IncumbentPruner(optuna.pruners.NopPruner(), [16], max_complete_trials=max_complete_trials)
