@@ -120,6 +120,9 @@ def test_what_the_wrapped_pruner_stops_stays_stopped():
 def test_bad_settings_are_refused_with_what_is_allowed(steps, margin, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         IncumbentPruner(optuna.pruners.NopPruner(), steps, margin)
-    for max_complete_trials in (0, 2.5, "10"):
-        with pytest.raises(ValueError, match=r"max_complete_trials is .*; allowed: a positive whole number or null"):
-            IncumbentPruner(optuna.pruners.NopPruner(), [16], max_complete_trials=max_complete_trials)
+
+
+@pytest.mark.parametrize("max_complete_trials", [0, -1, 2.5, "10", True])
+def test_a_bad_limit_on_complete_trials_is_refused_with_what_is_allowed(max_complete_trials):
+    with pytest.raises(ValueError, match=r"max_complete_trials is .*; allowed: a positive whole number or null"):
+        IncumbentPruner(optuna.pruners.NopPruner(), [16], max_complete_trials=max_complete_trials)
