@@ -25,8 +25,14 @@ def first_line(error: BaseException) -> str:
 
 
 def failure_reason(error: BaseException) -> str:
-    """How a failed trial's reason reads: the exception's type and the first line of its message."""
-    return f"{type(error).__name__}: {first_line(error)}"
+    """How a failed trial's reason reads: the exception's type and the first line of its message.
+
+    A library's wrapper (Optuna's ``StorageInternalError`` says only that a commit failed) is followed by the
+    error it was raised from, which says why.
+    """
+    reason = f"{type(error).__name__}: {first_line(error)}"
+    cause = error.__cause__
+    return reason if cause is None else f"{reason} (from {type(cause).__name__}: {first_line(cause)})"
 
 
 def as_config_error(error: BaseException) -> ConfigError | None:

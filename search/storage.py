@@ -5,7 +5,9 @@ password never has to be written in a config or on a command line); any SQLAlche
 PostgreSQL (driver psycopg 3; ``postgresql://`` means ``postgresql+psycopg://``) when several workers or
 machines share a study. SQLite files are switched to write-ahead logging (readers never block the writer) and
 wait up to a minute for a lock, so several local workers and a dashboard share one file without "database is
-locked" failures. One storage object is kept per URL, heartbeat setting and process.
+locked" failures; an SQLite connection whose work was cut short is closed, not reused
+(:func:`_discard_interrupted_sqlite_connections`). One storage object is kept per URL, heartbeat setting and
+process.
 """
 
 from __future__ import annotations
@@ -19,8 +21,17 @@ from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from search.errors import ConfigError, first_line
 
@@ -29,6 +40,7 @@ from search.errors import ConfigError, first_line
 SQLITE_BUSY_TIMEOUT_S = 60
 STORAGE_ENV = "HPS_STORAGE"
 SCHEMA_RACE_ATTEMPTS = 5
+ROLLED_BACK = "hps_rolled_back"  # connection info: its last use ended in a rollback
 RETRY_OF = "retry_of"  # user attribute of a re-run: the number of the trial it replaces
 LOST_WORKER = "lost_worker"  # system attribute of a re-run whose original's worker stopped beating
 
@@ -111,6 +123,7 @@ def open_storage(
         if sqlite:
             with storage.engine.connect() as connection:  # persistent: stored in the database file
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            _discard_interrupted_sqlite_connections(storage.engine)
         return storage
     except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:  # RuntimeError: schema version
         raise ConfigError(f"cannot open storage {shown!r}: {first_line(error)}; expected {allowed}") from None
@@ -128,6 +141,27 @@ def _create_rdb_storage(url: str, engine_kwargs: dict, options: dict) -> optuna.
             if not racing or attempt == SCHEMA_RACE_ATTEMPTS:
                 raise
             time.sleep(0.5 * attempt)
+
+
+def _discard_interrupted_sqlite_connections(engine: Engine) -> None:
+    """Close, rather than reuse, a pooled SQLite connection whose last use ended in a rollback.
+
+    Work cut short (Ctrl-C while Optuna reads trials, an error between a query and its last row) can leave a
+    half-read statement open on the connection, and Python's sqlite3 does not reset it when the connection goes
+    back to the pool. The open statement pins the connection to the database as it was: it no longer sees new
+    trials ("Record does not exist"), and its next write fails at once with "database is locked", so the next
+    trial that gets it fails. Optuna's sessions commit when they succeed, so a rollback marks work that did not
+    finish (or a read-only use, which costs only a reconnection).
+    """
+
+    @event.listens_for(engine, "rollback")
+    def _mark(connection: Connection) -> None:
+        connection.info[ROLLED_BACK] = True
+
+    @event.listens_for(engine, "checkout")
+    def _discard(dbapi_connection: object, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
+        if record.info.pop(ROLLED_BACK, False):
+            raise DisconnectionError("its last use was rolled back; a fresh connection replaces it")
 
 
 class RetryLostTrial:

@@ -14,7 +14,8 @@
    trial (:mod:`search.trial`); the result, a pruning, or an exception is told back to the study.
 
 Trials run one at a time per sweeper process and the budget is counted in the storage; Ctrl-C or SIGTERM
-stores the running trial as FAIL marked interrupted, which a resumed study runs again first.
+stores the running trial as FAIL marked interrupted, which a resumed study runs again first, and stops the
+sweep, also when the trial's own code catches the interrupt (:class:`StopSignals`).
 """
 
 from __future__ import annotations
@@ -144,9 +145,8 @@ class PruningSweeper(Sweeper):
         )
 
     def sweep(self, arguments: list[str]) -> None:
-        previous_handler = signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop is a Ctrl-C
         try:
-            with exit_on_config_error():
+            with StopSignals() as self.stop_signals, exit_on_config_error():
                 if not self.storage:
                     raise ConfigError(
                         "hydra.sweeper.storage is null; every study lives in a database: drop `storage: null` "
@@ -176,8 +176,6 @@ class PruningSweeper(Sweeper):
         except KeyboardInterrupt:
             console.print("interrupted: run the same command again to resume")
             raise SystemExit(EXIT_INTERRUPTED) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous_handler)
 
     def _plan(self, arguments: list[str]) -> tuple[list[Experiment], SearchSpace, set[str]]:
         """Split the command line into fixed overrides, search parameters and experiment combinations.
@@ -318,6 +316,7 @@ class PruningSweeper(Sweeper):
         try:
             with Heartbeat(trial, self.heartbeat):
                 (result,) = self.launcher.launch([overrides], initial_job_idx=trial.number)
+            self.stop_signals.raise_if_received()  # the job caught the interrupt, or raised another error in its place
             frozen, note = _tell(study, trial, result)
         except KeyboardInterrupt:
             fail_trial(study, trial, INTERRUPTED_REASON, interrupted=True)
@@ -369,5 +368,35 @@ def _build(what: str, config: DictConfig) -> Any:
         raise ConfigError(f"cannot build the {what} {config.get('_target_')!r}: {reason}") from None
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class StopSignals:
+    """While entered, Ctrl-C (SIGINT) and SIGTERM (a scheduler's stop) raise KeyboardInterrupt and are remembered.
+
+    Remembered because the trial's own code runs when they arrive: a training loop that catches the interrupt
+    to save a checkpoint and returns, or a clean-up that fails and raises another error instead, would
+    otherwise turn a stop into an ordinary finished trial and go on to the next. A SIGINT that the process
+    ignores (started in the background by a shell) stays ignored.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signum == signal.SIGINT and signal.getsignal(signum) is not signal.default_int_handler:
+                continue
+            self._previous[signum] = signal.signal(signum, self._stop)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def raise_if_received(self) -> None:
+        """Raise KeyboardInterrupt if a stop arrived, also one the code it interrupted swallowed."""
+        if self.received:
+            raise KeyboardInterrupt

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import TrialState
+from sqlalchemy import text
 
-from search.errors import ConfigError
+from search.errors import ConfigError, failure_reason
 from search.storage import LOST_WORKER, HeartbeatSettings, display_url, open_storage
 from search.study import (
     INTERRUPTED_REASON,
@@ -153,3 +156,32 @@ def test_failing_a_trial_that_already_finished_leaves_it_as_it_is(sqlite_url):
     study.tell(trial, state=TrialState.FAIL)  # failed as lost by another worker, say
     frozen = fail_trial(study, trial, "late", interrupted=True)
     assert frozen.state == TrialState.FAIL and frozen.user_attrs == {}
+
+
+def test_a_connection_left_half_read_by_ctrl_c_is_not_reused(sqlite_url):
+    storage = open_storage(sqlite_url)
+    study = make_study(sqlite_url)
+    for value in range(3):
+        study.add_trial(optuna.trial.create_trial(value=float(value)))
+    half_read = []  # kept, as a traceback keeps the frame that was reading
+    with pytest.raises(KeyboardInterrupt), _create_scoped_session(storage.scoped_session) as session:
+        half_read.append(session.execute(text("SELECT trial_id FROM trials")))
+        half_read[0].fetchone()
+        raise KeyboardInterrupt  # Ctrl-C between two rows of Optuna reading the trials
+    elsewhere = optuna.load_study(study_name=SPEC.name, storage=sqlite_url)  # another worker's connection
+    elsewhere.ask()  # a new running trial
+    # Each of the pool's connections in turn: the half-read one would see 3 trials and fail to write at once.
+    for attempt in range(8):
+        trials = storage.get_all_trials(study._study_id)
+        assert len(trials) == 4
+        storage.set_trial_user_attr(trials[-1]._trial_id, "attempt", attempt)
+    assert storage.get_all_trials(study._study_id)[-1].user_attrs == {"attempt": 7}
+
+
+def test_a_failed_commit_is_stored_with_the_reason_the_database_gave():
+    error = optuna.exceptions.StorageInternalError("An exception is raised during the commit.\nThis typically ...")
+    error.__cause__ = sqlite3.OperationalError("database is locked")
+    assert failure_reason(error) == (
+        "StorageInternalError: An exception is raised during the commit. (from OperationalError: database is locked)"
+    )
+    assert failure_reason(ValueError("bad\nvalue")) == "ValueError: bad"

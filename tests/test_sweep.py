@@ -281,19 +281,11 @@ def test_resuming_with_another_direction_is_refused_before_any_study_runs_a_tria
     assert load(studies, "smoke-training.num_epochs=3").trials == []  # nothing ran before the refusal
 
 
-@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, stop):
-    command = [
-        sys.executable,
-        "-m",
-        "objectives.finetune",
-        *SMOKE,
-        "hydra.sweeper.n_trials=2",
-        "training.num_epochs=200",
-    ]
+def stop_after_first_evaluation(module: str, *args: str, studies: Path, stop: int, study: str) -> tuple[int, str]:
+    """Run ``python -m MODULE ARGS`` as from a terminal and send ``stop`` once trial 0 has reported."""
     env = os.environ | {"HPS_STUDIES_DIR": str(studies)}
     process = subprocess.Popen(
-        command,
+        [sys.executable, "-m", module, *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -304,15 +296,24 @@ def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, st
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # wait until the first trial has reported an evaluation
+    while time.monotonic() < deadline and process.poll() is None:  # until the first trial has reported
         time.sleep(0.5)
-        if not (studies / "smoke" / "trial_0").exists():  # the job starts after the study's tables exist
+        if not (studies / study / "trial_0").exists():  # the job starts after the study's tables exist
             continue
-        if load(studies).trials[0].intermediate_values:
+        if load(studies, study).trials[0].intermediate_values:
             break
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    return process.returncode, stderr
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, stop):
+    args = (*SMOKE, "hydra.sweeper.n_trials=2", "training.num_epochs=200")
+    returncode, stderr = stop_after_first_evaluation(
+        "objectives.finetune", *args, studies=studies, stop=stop, study="smoke"
+    )
+    assert returncode == 130, stderr
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr
     (interrupted,) = load(studies).trials
     assert interrupted.state == TrialState.FAIL and interrupted.user_attrs[INTERRUPTED] is True
@@ -324,3 +325,14 @@ def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, st
     assert len(trials) == 3  # the interrupted one does not count against the budget
     assert trials[1].user_attrs[RETRY_OF] == 0 and trials[1].params == interrupted.params
     assert trials[1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_ctrl_c_stops_the_sweep_even_when_the_trial_catches_it(studies):
+    args = ("-m", "hydra.sweeper.n_trials=2", "steps=400", "step_seconds=0.05")
+    returncode, stderr = stop_after_first_evaluation(
+        "tests.catching_task", *args, studies=studies, stop=signal.SIGINT, study="synthetic"
+    )
+    assert returncode == 130, stderr
+    assert "run the same command again to resume" in stderr and "Traceback" not in stderr
+    (interrupted,) = load(studies, "synthetic").trials  # the trial that returned after Ctrl-C: no second one
+    assert interrupted.state == TrialState.FAIL and interrupted.user_attrs[INTERRUPTED] is True
