@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 
 from objectives.finetune import main as finetune_main
 from search.study import FAIL_REASON, INTERRUPTED, RETRY_OF
+from search.sweeper import StopSignals
 from search.trial import record
 from tests.conftest import REPO, SHIPPED_DATA, run_cli, write_csv
 
@@ -325,6 +326,23 @@ def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, st
     assert len(trials) == 3  # the interrupted one does not count against the budget
     assert trials[1].user_attrs[RETRY_OF] == 0 and trials[1].params == interrupted.params
     assert trials[1].state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def test_stop_signals_are_remembered_and_leave_an_ignored_ctrl_c_ignored():
+    before = signal.getsignal(signal.SIGTERM)
+    ctrl_c = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as for a command started in the background
+    try:
+        with StopSignals() as stops:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            stops.raise_if_received()  # nothing received yet
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            with pytest.raises(KeyboardInterrupt):  # also after the code it interrupted swallowed it
+                stops.raise_if_received()
+        assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
 
 
 def test_ctrl_c_stops_the_sweep_even_when_the_trial_catches_it(studies):
