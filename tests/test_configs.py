@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from search.notes import study_setup
 from search.pruners import IncumbentPruner
+from search.samplers import FocusedTPESampler
 from search.space import parse_search_space
 from search.study import StudySpec
 from tests.conftest import REPO, composed
@@ -41,7 +42,7 @@ def test_every_pruner_builds(name):
 
 def test_default_sampler_and_pruner():
     sweeper = composed().hydra.sweeper
-    assert isinstance(instantiate(sweeper.sampler), optuna.samplers.TPESampler)
+    assert isinstance(instantiate(sweeper.sampler), FocusedTPESampler)
     pruner = instantiate(sweeper.pruner)
     assert isinstance(pruner, IncumbentPruner)
     assert isinstance(pruner._wrapped_pruner, optuna.pruners.SuccessiveHalvingPruner)
@@ -56,7 +57,7 @@ def test_the_study_s_note_shows_the_pruner_the_default_wraps():
     assert setup["pruner"].startswith(
         "IncumbentPruner(wrapped_pruner=SuccessiveHalvingPruner(min_resource=2, reduction_factor=2, "
     )
-    assert setup["sampler"].startswith("TPESampler(n_startup_trials=3, ")
+    assert setup["sampler"].startswith("FocusedTPESampler(n_startup_trials=3, max_good_trials=10, ")
 
 
 @pytest.mark.parametrize("name", options("search_space"))
