@@ -78,8 +78,9 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "TPE, 2 start-up + SHA": [STARTUP_2, SHA],  # better on seeds 0..4, not on held-out seeds 5..7
     "TPE + SHA": [SHA],  # successive halving without the incumbent's stops
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
+    # the defaults of 2026-11-24 before max_good_trials: first successive halving alone, then the incumbent's stops
     "TPE + SHA, Optuna's TPE": [SHA, *OPTUNAS_TPE],
-    "default, Optuna's TPE": OPTUNAS_TPE,  # the default until max_good_trials (2026-11-24)
+    "default, Optuna's TPE": OPTUNAS_TPE,
     "default": [],
 }
 

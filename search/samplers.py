@@ -21,12 +21,15 @@ class FocusedTPESampler(optuna.samplers.TPESampler):
     than the complete trials: on lcbench, after 100 full trainings' worth of epochs the default pruner has
     finished about 200 trials, 73 of them complete, and the good group holds the best 21 of those. A lower
     limit keeps TPE sampling around the best few once a study is long. Up to ``10 * max_good_trials`` finished
-    trials it samples exactly as Optuna's TPE. Every other argument is ``TPESampler``'s.
+    trials it samples exactly as Optuna's TPE (for a single objective, as the platform's studies have, and a
+    limit of at most 25). Every other argument is ``TPESampler``'s, but ``gamma``, which this one sets.
     """
 
     def __init__(self, *, max_good_trials: int = 25, **tpe_arguments: Any) -> None:
         if isinstance(max_good_trials, bool) or not isinstance(max_good_trials, int) or max_good_trials < 1:
             raise ValueError(f"max_good_trials is {max_good_trials!r}; allowed: a whole number >= 1")
+        if "gamma" in tpe_arguments:
+            raise ValueError("gamma is not an argument of FocusedTPESampler; allowed: max_good_trials, its limit")
         with warnings.catch_warnings():
             # Optuna 4.9 deprecated `gamma` for removal in 6.0 (pyproject: optuna<6); once removed, this raises.
             warnings.filterwarnings("ignore", message="`gamma` has been deprecated", category=FutureWarning)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from optuna.samplers._tpe.sampler import default_gamma  # Optuna's rule, not public
 
 from search.samplers import FocusedTPESampler, good_group_size
 
@@ -26,9 +27,8 @@ def test_it_samples_as_optunas_tpe_until_ten_percent_of_the_finished_trials_pass
     assert all(focused[n] != optunas[n] for n in range(31, 45))
 
 
-def test_with_optunas_limit_it_is_optunas_tpe():
-    optunas = sampled_points(optuna.samplers.TPESampler(n_startup_trials=3, seed=2), 30)
-    assert sampled_points(FocusedTPESampler(max_good_trials=25, n_startup_trials=3, seed=2), 30) == optunas
+def test_with_a_limit_of_25_the_good_group_is_optunas():
+    assert [good_group_size(n, limit=25) for n in range(1000)] == [default_gamma(n) for n in range(1000)]
 
 
 def test_the_good_group_is_ten_percent_rounded_up_at_most_the_limit():
@@ -39,3 +39,8 @@ def test_the_good_group_is_ten_percent_rounded_up_at_most_the_limit():
 def test_a_bad_limit_is_refused_with_what_is_allowed(max_good_trials):
     with pytest.raises(ValueError, match=r"max_good_trials is .*; allowed: a whole number >= 1"):
         FocusedTPESampler(max_good_trials=max_good_trials)
+
+
+def test_gamma_is_refused_in_favour_of_the_limit():
+    with pytest.raises(ValueError, match="gamma is not an argument of FocusedTPESampler; allowed: max_good_trials"):
+        FocusedTPESampler(max_good_trials=10, gamma=lambda n: n)
