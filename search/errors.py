@@ -18,6 +18,11 @@ class ConfigError(Exception):
     """
 
 
+def is_whole_number(value: object, minimum: int) -> bool:
+    """Whether ``value`` is an int >= ``minimum``, not a bool (YAML's ``true`` is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message, or its type name when it has none."""
     text = str(error).strip()

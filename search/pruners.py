@@ -12,6 +12,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
+from search.errors import is_whole_number
+
 
 class IncumbentPruner(optuna.pruners.BasePruner):
     """Stop what ``wrapped_pruner`` stops, and at each of ``steps`` a trial behind the best complete trial there.
@@ -68,5 +70,5 @@ def _positive_whole_numbers(values: object) -> bool:
         isinstance(values, Sequence)
         and not isinstance(values, str)
         and len(values) > 0
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+        and all(is_whole_number(v, 1) for v in values)
     )

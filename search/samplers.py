@@ -12,6 +12,8 @@ from typing import Any
 
 import optuna
 
+from search.errors import is_whole_number
+
 
 class FocusedTPESampler(optuna.samplers.TPESampler):
     """Optuna's TPE with at most ``max_good_trials`` trials in its good group (Optuna's limit is 25).
@@ -26,7 +28,7 @@ class FocusedTPESampler(optuna.samplers.TPESampler):
     """
 
     def __init__(self, *, max_good_trials: int = 25, **tpe_arguments: Any) -> None:
-        if isinstance(max_good_trials, bool) or not isinstance(max_good_trials, int) or max_good_trials < 1:
+        if not is_whole_number(max_good_trials, 1):
             raise ValueError(f"max_good_trials is {max_good_trials!r}; allowed: a whole number >= 1")
         if "gamma" in tpe_arguments:
             raise ValueError("gamma is not an argument of FocusedTPESampler; allowed: max_good_trials, its limit")

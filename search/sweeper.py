@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from rich.markup import escape
 
-from search.errors import ConfigError, exit_on_config_error, failure_reason, first_line
+from search.errors import ConfigError, exit_on_config_error, failure_reason, first_line, is_whole_number
 from search.notes import record_setup, record_trial_note, study_setup
 from search.progress import StudyView, console, top_trials_table
 from search.space import (
@@ -154,7 +154,7 @@ class PruningSweeper(Sweeper):
                     )
                 if not isinstance(self.n_trials, int) or self.n_trials < 1:
                     raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
-                if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+                if not is_whole_number(self.n_jobs, 1):
                     raise ConfigError(f"hydra.sweeper.n_jobs is {self.n_jobs!r}; it must be a positive integer")
                 self.heartbeat = heartbeat_settings(self.heartbeat_config)
                 written = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False).get("storage")

@@ -36,7 +36,7 @@ from optuna.distributions import BaseDistribution
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from search.errors import ConfigError, failure_reason, first_line
+from search.errors import ConfigError, failure_reason, first_line, is_whole_number
 from search.progress import console
 from search.storage import HeartbeatSettings
 from search.study import INTERRUPTED_REASON, budget_spent, fail_trial
@@ -90,7 +90,7 @@ def heartbeat_settings(config: DictConfig | None) -> HeartbeatSettings | None:
         return None
     values = {key: config.get(key) for key in ("interval", "grace_period", "max_retry")}
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "max_retry" else 1):
+        if not is_whole_number(value, 0 if key == "max_retry" else 1):
             raise ConfigError(f"hydra.sweeper.heartbeat.{key} is {value!r}; it must be a positive integer")
     if values["grace_period"] <= values["interval"]:
         raise ConfigError(
