@@ -90,8 +90,9 @@ def heartbeat_settings(config: DictConfig | None) -> HeartbeatSettings | None:
         return None
     values = {key: config.get(key) for key in ("interval", "grace_period", "max_retry")}
     for key, value in values.items():
-        if not is_whole_number(value, 0 if key == "max_retry" else 1):
-            raise ConfigError(f"hydra.sweeper.heartbeat.{key} is {value!r}; it must be a positive integer")
+        minimum = 0 if key == "max_retry" else 1  # no re-run at all is a valid choice; no interval is not
+        if not is_whole_number(value, minimum):
+            raise ConfigError(f"hydra.sweeper.heartbeat.{key} is {value!r}; it must be a whole number >= {minimum}")
     if values["grace_period"] <= values["interval"]:
         raise ConfigError(
             f"hydra.sweeper.heartbeat.grace_period ({values['grace_period']}) must be longer than the interval "

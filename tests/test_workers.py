@@ -162,7 +162,10 @@ def test_a_killed_worker_s_trial_fails_and_runs_again_and_the_study_completes(ba
     [
         ("hydra.sweeper.n_jobs=0", "error: hydra.sweeper.n_jobs is 0; it must be a positive integer"),
         ("hydra.sweeper.heartbeat.grace_period=10", "error: hydra.sweeper.heartbeat.grace_period (10) must be longer"),
-        ("hydra.sweeper.heartbeat.max_retry=-1", "error: hydra.sweeper.heartbeat.max_retry is -1; it must be"),
+        (
+            "hydra.sweeper.heartbeat.max_retry=-1",
+            "error: hydra.sweeper.heartbeat.max_retry is -1; it must be a whole number >= 0",
+        ),
     ],
 )
 def test_bad_worker_settings_are_one_line(override, message, tmp_path):
