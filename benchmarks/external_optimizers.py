@@ -35,6 +35,7 @@ run each optimizer from the environment that has it (by default the script runs 
     /tmp/ext-venv-dehb/bin/pip install -e '.[lcbench]' dehb==0.1.2
     /tmp/ext-venv/bin/python benchmarks/external_optimizers.py --data ../shared/benchmarks/yahpo_gym
     /tmp/ext-venv-dehb/bin/python benchmarks/external_optimizers.py --data DIR --tasks 3945 189909 --seeds 1
+    /tmp/ext-venv/bin/python benchmarks/external_optimizers.py --data DIR --first-seed 1 --seeds 2  # seeds 1, 2
 """
 
 from __future__ import annotations
@@ -219,6 +220,7 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"YAHPO Gym data folder (or ${DATA_ENV})")
     parser.add_argument("--tasks", nargs="+", help="OpenML task ids (default: all 34)")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0, help="e.g. 1 with --seeds 2: seeds 1 and 2")
     parser.add_argument("--only", nargs="+", help=f"optimizers to run (default: those installed of {list(OPTIMIZERS)})")
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--csv", type=Path, default=Path("studies/benchmarks/search_quality.csv"))
@@ -240,10 +242,10 @@ def main() -> None:
     space = settings(CONFIGURATIONS["default"])[3]  # the space search_quality.py's configurations search
     digests = {name: digest(name, space) for name in names}
     done = earlier_runs(arguments.csv)
-    seeds = range(arguments.seeds)
+    seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
     wanted = [(name, (digests[name], task, seed)) for name in names for task in tasks for seed in seeds]
     jobs = {key: (name, key[0], space, *key[1:]) for name, key in wanted if key not in done}
-    shape = f"{len(names)} optimizers x {len(tasks)} tasks x {arguments.seeds} seeds"
+    shape = f"{len(names)} optimizers x {len(tasks)} tasks x seeds {seeds.start}..{seeds.stop - 1}"
     print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} to run")
     started = time.perf_counter()
     os.environ["PYTHONHASHSEED"] = "0"  # for the workers, spawned: SMAC3 follows the order of sets, of strings too
