@@ -65,7 +65,9 @@ from search_quality import (
     METRIC,
     Ledger,
     Run,
+    add_protocol_arguments,
     earlier_runs,
+    seed_range,
     settings,
     store_runs,
     summarise,
@@ -217,13 +219,8 @@ def digest(name: str, space: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"YAHPO Gym data folder (or ${DATA_ENV})")
-    parser.add_argument("--tasks", nargs="+", help="OpenML task ids (default: all 34)")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--first-seed", type=int, default=0, help="e.g. 1 with --seeds 2: seeds 1 and 2")
+    add_protocol_arguments(parser)
     parser.add_argument("--only", nargs="+", help=f"optimizers to run (default: those installed of {list(OPTIMIZERS)})")
-    parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--csv", type=Path, default=Path("studies/benchmarks/search_quality.csv"))
     arguments = parser.parse_args()
     if not arguments.data:
         parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder")
@@ -242,7 +239,7 @@ def main() -> None:
     space = settings(CONFIGURATIONS["default"])[3]  # the space search_quality.py's configurations search
     digests = {name: digest(name, space) for name in names}
     done = earlier_runs(arguments.csv)
-    seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
+    seeds = seed_range(arguments)
     wanted = [(name, (digests[name], task, seed)) for name in names for task in tasks for seed in seeds]
     jobs = {key: (name, key[0], space, *key[1:]) for name, key in wanted if key not in done}
     shape = f"{len(names)} optimizers x {len(tasks)} tasks x seeds {seeds.start}..{seeds.stop - 1}"

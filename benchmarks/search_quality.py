@@ -279,16 +279,26 @@ def summarise(runs: list[Run], names: list[str]) -> None:
         print(f"{name:<24}{cells}{mean:>10.4f} ±{se:.4f}{versus:>10.2f}x{trials:>8.0f}{pruned:>8.0f}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that say where and on what a protocol run goes, shared with ``external_optimizers.py``."""
     parser.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"YAHPO Gym data folder (or ${DATA_ENV})")
     parser.add_argument("--tasks", nargs="+", help="OpenML task ids (default: all 34)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=0, help="e.g. 5 with --seeds 5: held-out seeds 5..9")
-    parser.add_argument("--only", nargs="+", help="configurations to run (default: all)")
-    parser.add_argument("--extra", action="append", default=[], help="'NAME=OVERRIDE OVERRIDE ...'")
     parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--csv", type=Path, default=Path("studies/benchmarks/search_quality.csv"))
+
+
+def seed_range(arguments: argparse.Namespace) -> range:
+    """The seeds that ``--first-seed`` and ``--seeds`` name."""
+    return range(arguments.first_seed, arguments.first_seed + arguments.seeds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_protocol_arguments(parser)
+    parser.add_argument("--only", nargs="+", help="configurations to run (default: all)")
+    parser.add_argument("--extra", action="append", default=[], help="'NAME=OVERRIDE OVERRIDE ...'")
     parser.add_argument("--report", action="store_true", help="print the table of the runs in the CSV; run none")
     arguments = parser.parse_args()
     if not arguments.data:
@@ -304,7 +314,7 @@ def main() -> None:
     tasks = arguments.tasks or Surrogate(arguments.data).tasks
     digests = {name: settings_or_error(parser, f"configuration {name!r}", configurations[name]) for name in names}
     done = earlier_runs(arguments.csv)
-    seeds = range(arguments.first_seed, arguments.first_seed + arguments.seeds)
+    seeds = seed_range(arguments)
     wanted = [(name, (digests[name][0], task, seed)) for name in names for task in tasks for seed in seeds]
     jobs = {key: (name, *digests[name], *key[1:]) for name, key in wanted if key not in done}  # each setting once
     shape = f"{len(names)} configurations x {len(tasks)} tasks x seeds {seeds.start}..{seeds.stop - 1}"
