@@ -6,7 +6,7 @@ another, until 100 full trainings' worth of epochs (100 x 52) are spent; a run r
 the best *fully trained* (52 epochs) configuration's validation balanced accuracy once 10x, 30x and 100x the
 epochs of one full training are spent (1 while none is), and the test balanced accuracy of the final incumbent.
 Rows go to the same CSV, keyed by a digest of the optimizer's name, package version, settings and the space, so
-a re-run resumes; the table adds the ``default`` and ``TPE`` rows of that CSV where it has them.
+a re-run resumes; the table adds the ``default``, ``TPE + incumbent`` and ``TPE`` rows of that CSV where it has them.
 
 Every optimizer is seeded with the run's seed (and runs in a worker with a fixed ``PYTHONHASHSEED``, as
 SMAC3's choices depend on it) and uses 1 epoch as its smallest fidelity, 52 as its largest and
@@ -78,7 +78,7 @@ from objectives.lcbench import DATA_ENV, Surrogate
 from search.space import SearchSpace, parse_search_space
 
 ETA = 3
-REFERENCES = ("default", "TPE")  # search_quality.py configurations shown beside the external ones
+REFERENCES = ("default", "TPE + incumbent", "TPE")  # search_quality.py configurations shown beside the external ones
 
 
 def _configspace(space: SearchSpace, seed: int) -> Any:

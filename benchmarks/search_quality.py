@@ -60,27 +60,30 @@ SHA, RUNG_2, STARTUP_2, STARTUP_5, MULTIVARIATE = (
 )
 # Optuna's TPESampler itself: its good group grows to 25 trials, not our 10 (search/samplers.py)
 OPTUNAS_TPE = ["hydra.sweeper.sampler._target_=optuna.samplers.TPESampler", "~hydra.sweeper.sampler.max_good_trials"]
+TPE = "hydra/sweeper/sampler=tpe"  # named in every TPE row: the default's sampler is the GP
 CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "random": ["hydra/sweeper/sampler=random", "hydra/sweeper/pruner=none"],
     "TPE (Optuna defaults)": [
+        TPE,
         "hydra/sweeper/pruner=none",
         *(f"~hydra.sweeper.sampler.{key}" for key in ("n_startup_trials", "multivariate", "constant_liar")),
     ],
-    "TPE": ["hydra/sweeper/pruner=none"],
-    "TPE, 2 start-up": [STARTUP_2, "hydra/sweeper/pruner=none"],
-    "TPE, 5 start-up": [STARTUP_5, "hydra/sweeper/pruner=none"],
-    "TPE, 5 start-up + median": [STARTUP_5, "hydra/sweeper/pruner=median"],
-    "TPE, 5 start-up + hyperband": [STARTUP_5, "hydra/sweeper/pruner=hyperband"],
-    "TPE, 5 start-up + SHA, rung 2": [STARTUP_5, SHA, RUNG_2],
-    "TPE, 5 start-up + SHA": [STARTUP_5, SHA],  # the default until 2026-11-24
-    "multivariate TPE, 5 start-up + SHA, rung 2": [STARTUP_5, MULTIVARIATE, SHA, RUNG_2],
-    "multivariate TPE, 5 start-up + SHA": [STARTUP_5, MULTIVARIATE, SHA],  # the default until 2026-11-23
-    "TPE, 2 start-up + SHA": [STARTUP_2, SHA],  # better on seeds 0..4, not on held-out seeds 5..7
-    "TPE + SHA": [SHA],  # successive halving without the incumbent's stops
+    "TPE": [TPE, "hydra/sweeper/pruner=none"],
+    "TPE, 2 start-up": [TPE, STARTUP_2, "hydra/sweeper/pruner=none"],
+    "TPE, 5 start-up": [TPE, STARTUP_5, "hydra/sweeper/pruner=none"],
+    "TPE, 5 start-up + median": [TPE, STARTUP_5, "hydra/sweeper/pruner=median"],
+    "TPE, 5 start-up + hyperband": [TPE, STARTUP_5, "hydra/sweeper/pruner=hyperband"],
+    "TPE, 5 start-up + SHA, rung 2": [TPE, STARTUP_5, SHA, RUNG_2],
+    "TPE, 5 start-up + SHA": [TPE, STARTUP_5, SHA],  # the default until 2026-11-24
+    "multivariate TPE, 5 start-up + SHA, rung 2": [TPE, STARTUP_5, MULTIVARIATE, SHA, RUNG_2],
+    "multivariate TPE, 5 start-up + SHA": [TPE, STARTUP_5, MULTIVARIATE, SHA],  # the default until 2026-11-23
+    "TPE, 2 start-up + SHA": [TPE, STARTUP_2, SHA],  # better on seeds 0..4, not on held-out seeds 5..7
+    "TPE + SHA": [TPE, SHA],  # successive halving without the incumbent's stops
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
     # the defaults of 2026-11-24 before max_good_trials: first successive halving alone, then the incumbent's stops
-    "TPE + SHA, Optuna's TPE": [SHA, *OPTUNAS_TPE],
-    "default, Optuna's TPE": OPTUNAS_TPE,
+    "TPE + SHA, Optuna's TPE": [TPE, SHA, *OPTUNAS_TPE],
+    "TPE + incumbent, Optuna's TPE": [TPE, *OPTUNAS_TPE],
+    "TPE + incumbent": [TPE],  # the default until 2026-11-25
     "default": [],
 }
 

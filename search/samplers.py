@@ -1,6 +1,7 @@
 """Samplers of our own, on Optuna's sampler interface.
 
-:class:`FocusedTPESampler` is the default's sampler (README, "Search quality").
+:class:`PruningAwareGPSampler` is the default's sampler; :class:`FocusedTPESampler` is the ``tpe`` sampler, the default
+until 2026-11-25 (README, "Search quality").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import warnings
 from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import is_whole_number
 
@@ -41,3 +43,48 @@ class FocusedTPESampler(optuna.samplers.TPESampler):
 def good_group_size(finished_trials: int, limit: int) -> int:
     """Optuna's size of TPE's good group, 10% of the finished trials rounded up, but at most ``limit``."""
     return min(math.ceil(0.1 * finished_trials), limit)
+
+
+class PruningAwareGPSampler(optuna.samplers.GPSampler):
+    """Optuna's Gaussian-process sampler, fitted also to pruned trials, each at the last value it reported.
+
+    ``GPSampler`` fits only complete trials. Under a pruner most trials end pruned, so it learns nothing from them:
+    it samples at random until ``n_startup_trials`` trials have completed, and afterwards proposes again the region
+    the pruner keeps stopping. Here a pruned trial is an observation of its last reported value, which understates
+    where its curve would have ended, much as TPE ranks pruned trials below complete ones. Every argument is
+    ``GPSampler``'s; without pruned trials it samples exactly as ``GPSampler``.
+    """
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
+    ) -> dict[str, Any]:
+        return super().sample_relative(_PrunedAsComplete(study), trial, search_space)  # type: ignore[arg-type]
+
+
+class _PrunedAsComplete:
+    """``study`` as ``GPSampler`` reads it (``_get_trials``, not public): pruned trials complete at their last value.
+
+    Pruned trials that reported nothing finite are left out: there is nothing to fit.
+    """
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self, deepcopy: bool = True, states: tuple[TrialState, ...] | None = None, use_cache: bool = False
+    ) -> list[FrozenTrial]:
+        trials = self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)
+        seen = [_completed_at_last_value(t) if t.state == TrialState.PRUNED else t for t in trials]
+        return [t for t in seen if t is not None and (states is None or t.state in states)]
+
+
+def _completed_at_last_value(trial: FrozenTrial) -> FrozenTrial | None:
+    last = trial.intermediate_values.get(trial.last_step) if trial.last_step is not None else None
+    if last is None or not math.isfinite(last):
+        return None
+    return optuna.trial.create_trial(
+        state=TrialState.COMPLETE, value=last, params=trial.params, distributions=trial.distributions
+    )

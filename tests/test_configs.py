@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 
 from search.notes import study_setup
 from search.pruners import IncumbentPruner
-from search.samplers import FocusedTPESampler
+from search.samplers import PruningAwareGPSampler
 from search.space import parse_search_space
 from search.study import StudySpec
 from tests.conftest import REPO, composed
@@ -42,7 +42,7 @@ def test_every_pruner_builds(name):
 
 def test_default_sampler_and_pruner():
     sweeper = composed().hydra.sweeper
-    assert isinstance(instantiate(sweeper.sampler), FocusedTPESampler)
+    assert isinstance(instantiate(sweeper.sampler), PruningAwareGPSampler)
     pruner = instantiate(sweeper.pruner)
     assert isinstance(pruner, IncumbentPruner)
     assert isinstance(pruner._wrapped_pruner, optuna.pruners.SuccessiveHalvingPruner)
@@ -57,12 +57,12 @@ def test_the_study_s_note_shows_the_pruner_the_default_wraps():
     assert setup["pruner"].startswith(
         "IncumbentPruner(wrapped_pruner=SuccessiveHalvingPruner(min_resource=2, reduction_factor=2, "
     )
-    assert setup["sampler"].startswith("FocusedTPESampler(n_startup_trials=3, max_good_trials=10, ")
+    assert setup["sampler"].startswith("PruningAwareGPSampler(n_startup_trials=3")
 
 
 @pytest.mark.parametrize("name", options("search_space"))
 def test_every_search_space_parses_and_points_at_existing_keys(name):
-    config = composed(f"search_space={name}", task="lcbench" if name == "lcbench" else "finetune")
+    config = composed(f"search_space={name}", task="lcbench" if name.startswith("lcbench") else "finetune")
     space = parse_search_space(config.search_space)
     space.check_against(config)
 

@@ -1,12 +1,13 @@
-"""The focused TPE sampler: Optuna's TPE until its good group would pass the limit, then a smaller group."""
+"""Our samplers: the focused TPE (Optuna's TPE until its good group passes a limit), the GP fitted to pruned trials."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 from optuna.samplers._tpe.sampler import default_gamma  # Optuna's rule, not public
+from optuna.trial import TrialState
 
-from search.samplers import FocusedTPESampler, good_group_size
+from search.samplers import FocusedTPESampler, PruningAwareGPSampler, good_group_size
 
 
 def sampled_points(sampler: optuna.samplers.BaseSampler, n_trials: int) -> list[float]:
@@ -44,3 +45,52 @@ def test_a_bad_limit_is_refused_with_what_is_allowed(max_good_trials):
 def test_gamma_is_refused_in_favour_of_the_limit():
     with pytest.raises(ValueError, match="gamma is not an argument of FocusedTPESampler; allowed: max_good_trials"):
         FocusedTPESampler(max_good_trials=10, gamma=lambda n: n)
+
+
+X = optuna.distributions.FloatDistribution(0, 1)
+
+
+def gp_proposals(sampler_class: type[optuna.samplers.GPSampler], seeds: range) -> list[float]:
+    """The next x each seed's sampler proposes after one good complete trial at 0.2 and pruned trials from 0.5 up."""
+    proposals = []
+    for seed in seeds:
+        study = optuna.create_study(direction="maximize", sampler=sampler_class(n_startup_trials=3, seed=seed))
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.2}, distributions={"x": X}, value=0.9))
+        for x in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params={"x": x}, distributions={"x": X}, state=TrialState.PRUNED, intermediate_values={4: 0.1}
+                )
+            )
+        proposals.append(study.ask({"x": X}).params["x"])
+    return proposals
+
+
+def test_the_gp_learns_from_pruned_trials_and_stays_away_from_where_they_were():
+    # Optuna's GPSampler has one complete trial, below its 3 start-up trials, so it samples at random
+    assert any(x > 0.45 for x in gp_proposals(optuna.samplers.GPSampler, range(8)))
+    # ours fits the 6 pruned trials at their last value, 0.1, and proposes near the good trial
+    assert all(x < 0.45 for x in gp_proposals(PruningAwareGPSampler, range(8)))
+
+
+def test_without_pruned_trials_the_gp_samples_as_optunas():
+    def points(sampler: optuna.samplers.BaseSampler) -> list[float]:
+        study = optuna.create_study(sampler=sampler)
+        study.optimize(lambda trial: (trial.suggest_float("x", 0, 1) - 0.3) ** 2, n_trials=8)
+        return [trial.params["x"] for trial in study.trials]
+
+    assert points(PruningAwareGPSampler(n_startup_trials=3, seed=2)) == points(
+        optuna.samplers.GPSampler(n_startup_trials=3, seed=2)
+    )
+
+
+def test_a_pruned_trial_that_reported_nan_is_left_out_of_the_fit():
+    study = optuna.create_study(sampler=PruningAwareGPSampler(n_startup_trials=3, seed=0))
+    for x, value in ((0.1, 1.0), (0.5, 0.2), (0.9, 0.7)):
+        study.add_trial(optuna.trial.create_trial(params={"x": x}, distributions={"x": X}, value=value))
+    study.add_trial(
+        optuna.trial.create_trial(
+            params={"x": 0.3}, distributions={"x": X}, state=TrialState.PRUNED, intermediate_values={4: float("nan")}
+        )
+    )
+    assert 0 <= study.ask({"x": X}).params["x"] <= 1  # fitted, a NaN value would raise
