@@ -23,16 +23,15 @@ import itertools
 import math
 import os
 import statistics
-from pathlib import Path
 
 from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution, IntDistribution
+from search_quality import CONF, METRIC
 
 from objectives.lcbench import DATA_ENV, Surrogate
 from search.space import parse_search_space
 
-SPACE = Path(__file__).resolve().parents[1] / "conf" / "search_space" / "lcbench.yaml"
-METRIC = "val_balanced_accuracy"
+SPACE = CONF / "search_space" / "lcbench.yaml"
 
 
 def at_fraction(distribution: FloatDistribution | IntDistribution, fraction: float) -> float:
