@@ -232,7 +232,11 @@ def _search(job: tuple) -> Run:
 
 
 def earlier_runs(path: Path) -> dict[tuple[str, str, int], Run]:
-    """Runs already in the CSV at ``path``, by (settings, task, seed): the surrogate and seeds are deterministic."""
+    """Runs already in the CSV at ``path``, by (settings, task, seed).
+
+    The surrogate and seeds are deterministic. On another CPU or torch build the GP sampler's floating point can
+    differ, and with it a run's later proposals: a CSV made elsewhere holds runs this machine may not repeat.
+    """
     if not path.is_file():
         return {}
     with path.open(newline="") as rows:
