@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -27,9 +28,8 @@ import transformers
 from datasets import Dataset, concatenate_datasets
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
-from optuna.distributions import CategoricalDistribution
 
-from objectives.data import Splits, label_names, load_splits, tokenize
+from objectives.data import load_splits, tokenize
 from objectives.features import TopLayers, cached_features, pad_features
 from objectives.metrics import metric_function
 from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
@@ -59,14 +59,14 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     metric = (cfg.data.metric, metric_function(cfg.data.metric))
     splits = load_splits(cfg.data, with_test=production)
     if production and cfg.production.merge_validation:
-        splits = Splits(concatenate_datasets([splits.train, splits.validation]), None, splits.test)
+        splits = replace(splits, train=concatenate_datasets([splits.train, splits.validation]), validation=None)
     tokenizer = load_tokenizer(cfg.model)
     train_set, validation_set, test_set = (
         None if split is None else tokenize(split, tokenizer, list(cfg.data.text_columns), training.max_length)
         for split in (splits.train, splits.validation, splits.test)
     )
     transformers.set_seed(training.seed)  # before the new head is initialised
-    classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout)
+    classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout, splits.label_names)
     frozen = freeze_bottom(classifier, cfg.model, training.freeze_layers)
     hydra_config = HydraConfig.get()
     log.info(
@@ -134,11 +134,12 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
             train_examples_per_s=round(last.examples_seen / last.train_seconds, 2) if last else None,
         )
         if last is not None:
-            run_files(cfg, link, curve, Path(hydra_config.runtime.output_dir))
+            run_files(cfg, link, curve, splits.label_names, Path(hydra_config.runtime.output_dir))
 
 
-def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], folder: Path) -> None:
-    """Write the learning curve, the last evaluation's confusion matrix and the config; attach them to the trial.
+def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], label_names: list[str], folder: Path) -> None:
+    """Write the learning curve, the last evaluation's confusion matrix (rows and columns named by ``label_names``)
+    and the config; attach them to the trial.
 
     Also for pruned and failed trials (their curve up to the stop). A file that cannot be written or
     attached costs a warning, never the trial's stored result.
@@ -149,7 +150,7 @@ def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], folder:
     try:
         files = [
             *learning_curve_files([e.as_dict() for e in curve], cfg.data.metric, folder, title),
-            *confusion_matrix_files(curve[-1].confusion, label_names(cfg.data), folder, f"{title}, validation"),
+            *confusion_matrix_files(curve[-1].confusion, label_names, folder, f"{title}, validation"),
         ]
         composed = folder / ".hydra" / "config.yaml"  # absent when hydra.output_subdir is null
         for path in [*files, composed] if composed.is_file() else files:
@@ -197,20 +198,18 @@ def save_production(
 
 
 def preflight(cfg: DictConfig, space: SearchSpace) -> None:
-    """Check, before any trial runs, everything a trial would otherwise fail on: data, model, metric, bounds."""
+    """Check, before any trial runs, everything a trial would otherwise fail on: data, model, metric, and the
+    training settings with every value the search space can give them."""
     metric_function(cfg.data.metric)
     load_splits(cfg.data)
     load_tokenizer(cfg.model)
-    check_training(cfg.training)
-    parameter = space.by_key().get("training.freeze_layers")
-    if parameter is None:
-        values, where = [cfg.training.freeze_layers], "training.freeze_layers"
-    elif isinstance(parameter.distribution, CategoricalDistribution):
-        values, where = list(parameter.distribution.choices), f"search space parameter {parameter.name!r}"
-    else:
-        values = [parameter.distribution.low, parameter.distribution.high]
-        where = f"search space parameter {parameter.name!r}"
-    check_freeze_layers(values, encoder_depth(cfg.model), cfg.model.name, where)
+    depth = encoder_depth(cfg.model)
+
+    def check(candidate: DictConfig) -> None:
+        check_training(candidate.training)
+        check_freeze_layers(candidate.training.freeze_layers, depth, cfg.model.name)
+
+    space.check_candidates(cfg, check)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")

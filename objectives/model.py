@@ -6,6 +6,7 @@ embeddings and encoder layers, so freezing and the depth check work for any BERT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import transformers
@@ -44,23 +45,31 @@ def load_tokenizer(model: DictConfig) -> transformers.PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(_checked_path(model))
 
 
-def load_classifier(model: DictConfig, num_labels: int, dropout: float) -> nn.Module:
+def load_classifier(
+    model: DictConfig, num_labels: int, dropout: float, label_names: Sequence[str] | None = None
+) -> nn.Module:
     """The classifier with a new head of ``num_labels``; pretrained weights unless ``model.pretrained`` is false.
 
     ``dropout`` is applied to every attribute in ``model.dropout_attributes`` (hidden, attention, classifier).
+    ``label_names`` (one per label) become the config's ``id2label``/``label2id``, so that a saved model says
+    what its outputs mean (``transformers.pipeline`` shows them) instead of ``LABEL_0``, ``LABEL_1``, ...
     """
-    config = load_config(model, num_labels=num_labels, **{name: dropout for name in model.dropout_attributes})
+    changes: dict[str, object] = {name: dropout for name in model.dropout_attributes}
+    if label_names is not None:
+        changes["id2label"] = dict(enumerate(label_names))
+        changes["label2id"] = {name: label for label, name in enumerate(label_names)}
+    config = load_config(model, num_labels=num_labels, **changes)
     if model.pretrained:
         return AutoModelForSequenceClassification.from_pretrained(_checked_path(model), config=config)
     return AutoModelForSequenceClassification.from_config(config)
 
 
-def check_freeze_layers(values: list, depth: int, model_name: str, where: str) -> None:
-    """``freeze_layers`` values must be integers 0..depth (the number of encoder layers)."""
-    if any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= depth for v in values):
+def check_freeze_layers(layers: object, depth: int, model_name: str) -> None:
+    """``training.freeze_layers`` must be an integer 0..depth (the number of encoder layers)."""
+    if isinstance(layers, bool) or not isinstance(layers, int) or not 0 <= layers <= depth:
         raise ConfigError(
-            f"{where}: freeze_layers values {values} are not all integers 0..{depth}; "
-            f"model {model_name!r} has {depth} encoder layers"
+            f"training.freeze_layers is {layers!r}; allowed: integers 0..{depth} "
+            f"(model {model_name!r} has {depth} encoder layers)"
         )
 
 
@@ -71,7 +80,7 @@ def freeze_bottom(classifier: nn.Module, model: DictConfig, layers: int) -> list
     """
     base = classifier.base_model
     encoder_layers = base.get_submodule(model.layers)
-    check_freeze_layers([layers], len(encoder_layers), model.name, "training.freeze_layers")
+    check_freeze_layers(layers, len(encoder_layers), model.name)
     if layers == 0:
         return []
     frozen = [base.get_submodule(model.embeddings), *encoder_layers[:layers]]

@@ -16,6 +16,8 @@ import time
 import hydra
 from omegaconf import DictConfig
 
+from search.errors import ConfigError, is_whole_number
+from search.space import SearchSpace
 from search.trial import TrialLink
 
 
@@ -25,6 +27,20 @@ def curve(x: float, y: float, steps: int, noise: float) -> list[float]:
     rng = random.Random(f"{x!r},{y!r}")  # the same parameters give the same curve
     progress = [(1 - math.exp(-step / 3)) / (1 - math.exp(-steps / 3)) for step in range(1, steps + 1)]
     return [ceiling * fraction + rng.gauss(0, noise) for fraction in progress]
+
+
+def preflight(cfg: DictConfig, space: SearchSpace) -> None:
+    """Refuse, before any trial runs, settings every trial would fail on, also those the search space can give."""
+
+    def check(candidate: DictConfig) -> None:
+        if not is_whole_number(candidate.steps, 1):
+            raise ConfigError(f"steps is {candidate.steps!r}; it must be a whole number >= 1")
+        for key in ("step_seconds", "noise"):
+            value = candidate[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ConfigError(f"{key} is {value!r}; it must be a number >= 0")
+
+    space.check_candidates(cfg, check)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="synthetic")

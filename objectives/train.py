@@ -28,6 +28,16 @@ from search.errors import ConfigError
 from search.progress import TrainingProgress
 
 EVAL_BATCH_SIZE = 64
+# transformers schedules that run on the step count alone (others need a metric or extra arguments)
+LR_SCHEDULES = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
 
 
 @dataclass
@@ -78,6 +88,8 @@ def check_training(training: DictConfig) -> None:
             raise ConfigError(f"training.{key} is {training[key]!r}; allowed: 0 <= value < 1")
     if not training.learning_rate > 0:
         raise ConfigError(f"training.learning_rate is {training.learning_rate!r}; it must be > 0")
+    if training.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"training.lr_schedule is {training.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
 
 
 def train(
@@ -132,7 +144,7 @@ def train(
     metric_name, metric_function = metric
     curve: list[Evaluation] = []
     step, examples, train_seconds, loss_sum, loss_count = 0, 0, 0.0, 0.0, 0
-    progress.start(total_steps, training.num_epochs)
+    progress.start(total_steps, training.num_epochs, evaluations=training.num_epochs * training.evals_per_epoch)
     for epoch in range(1, training.num_epochs + 1):
         _train_mode(classifier, frozen)
         started = time.perf_counter()
@@ -163,7 +175,7 @@ def train(
                     confusion=confusion_matrix(labels, predictions, labels=range(classifier.config.num_labels)),
                 )
                 curve.append(evaluation)
-                progress.evaluated(metric_name, evaluation.metric)
+                progress.evaluated(metric_name, evaluation.metric, evaluation.step)
                 on_evaluation(evaluation)
                 loss_sum, loss_count = 0.0, 0
                 _train_mode(classifier, frozen)

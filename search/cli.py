@@ -90,14 +90,15 @@ def _compare(storage: str, pattern: str | None, folder: Path) -> None:
     studies = select_studies(storage, pattern)
     rows = [study_row(study) for study in studies]
     table = Table(title=f"{len(rows)} studies")
-    for column in ("study", "data", "model", "metric", "best (trial)", "complete", "pruned", "failed"):
-        table.add_column(column, justify="right" if column in ("complete", "pruned", "failed") else "left")
+    counts = ("complete", "pruned", "failed", "interrupted")
+    for column in ("study", "data", "model", "metric", "best (trial)", *counts):
+        table.add_column(column, justify="right" if column in counts else "left")
     table.add_column("compute", justify="right")
     table.add_column("saved by pruning", justify="right")
     for row in rows:
         best = "-" if row.best is None else f"{row.best:.4f} ({row.best_trial})"
         saved = "-" if row.saved_s is None else f"{_duration(row.saved_s)} ({_share(row.saved_s, row.compute_s)})"
-        cells = [row.study, row.data, row.model, row.metric, best, row.complete, row.pruned, row.failed]
+        cells = [row.study, row.data, row.model, row.metric, best, *(getattr(row, count) for count in counts)]
         table.add_row(*(escape(str(cell)) for cell in cells), _duration(row.compute_s), saved)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     for path in write_comparison(rows, comparison_figure(studies), folder):

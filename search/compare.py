@@ -1,11 +1,11 @@
 """``hps compare``: every study of a storage (or those matching a pattern) side by side.
 
 One row per study: dataset and model (the objective identity the sweeper stored), metric, best value,
-trials complete / pruned / failed, the compute spent (sum of the finished trials' wall times) and the
-compute pruning saved. The saving is an estimate: each pruned trial's time scaled up to the number of
-evaluations a complete trial of the study made, minus the time it did run. A plotly figure draws each
-study's best value so far against the compute spent so far, which is how samplers and pruners should be
-compared (per trial counts hide that pruned trials are cheap).
+trials complete / pruned / failed / interrupted (stopped or lost, and run again), the compute spent (sum of
+the finished trials' wall times) and the compute pruning saved. The saving is an estimate: each pruned
+trial's time scaled up to the number of evaluations a complete trial of the study made, minus the time it
+did run. A plotly figure draws each study's best value so far against the compute spent so far, which is
+how samplers and pruners should be compared (per trial counts hide that pruned trials are cheap).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class StudyRow:
     complete: int
     pruned: int
     failed: int
+    interrupted: int  # stopped by Ctrl-C or SIGTERM, or lost with their worker, and run again: not failures
     compute_s: float  # wall time of finished trials
     saved_s: float | None  # estimated; None when no trial completed (no full length to scale to)
 

@@ -20,6 +20,8 @@ from search.errors import ConfigError
 from search.progress import console
 from search.storage import display_url, open_storage
 
+MAX_PORT = 65535
+
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True  # Ctrl-C does not wait for open browser connections
@@ -31,7 +33,12 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve(url: str, host: str, port: int, artifact_dir: Path) -> None:
-    """Serve the dashboard until Ctrl-C. Refuses a bad storage or a port in use in one line."""
+    """Serve the dashboard until Ctrl-C. Refuses a port out of range or in use, or a bad storage, in one line.
+
+    Port 0 lets the system choose a free port; the line printed at start names it.
+    """
+    if not 0 <= port <= MAX_PORT:
+        raise ConfigError(f"--port is {port}; allowed: 0..{MAX_PORT} (0: any free port)")
     storage = open_storage(url, create=False)
     app = optuna_dashboard.wsgi(storage, artifact_store=artifact_store(artifact_dir))
     try:

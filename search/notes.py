@@ -15,10 +15,9 @@ from typing import Any
 import optuna
 import optuna_dashboard
 from omegaconf import DictConfig, OmegaConf
-from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from search.space import SearchSpace
+from search.space import SearchSpace, describe
 from search.study import FAIL_REASON, RETRY_OF, WARM_START_FROM, StudySpec
 
 SETUP = "setup"
@@ -37,19 +36,6 @@ def study_setup(
         "budget": f"{n_trials} trials",
         "storage": storage,
     }
-
-
-def describe(distribution: BaseDistribution) -> str:
-    """``float in [1e-05, 0.001], log`` / ``int in [0, 6]`` / ``one of 16, 32``."""
-    if isinstance(distribution, CategoricalDistribution):
-        return "one of " + ", ".join(str(choice) for choice in distribution.choices)
-    kind = "float" if isinstance(distribution, optuna.distributions.FloatDistribution) else "int"
-    text = f"{kind} in [{distribution.low:g}, {distribution.high:g}]"
-    if distribution.log:
-        text += ", log"
-    if distribution.step not in (None, 1):
-        text += f", step {distribution.step:g}"
-    return text
 
 
 def _component(config: DictConfig | dict) -> str:

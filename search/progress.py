@@ -1,10 +1,11 @@
 """Live progress of a study and of its running trial, and the closing table of top trials.
 
 A :class:`StudyView` shows two rows while a study runs: the study (trials done of the budget, best value so
-far, pruned and failed counts) and the running trial (training step, epoch, loss, latest metric). The
-training loop writes its row through :func:`training_progress`, which joins the active study view when the
+far, pruned, failed and interrupted counts) and the running trial (training step, epoch, loss, latest metric).
+The training loop writes its row through :func:`training_progress`, which joins the active study view when the
 trial runs in the sweeper's process and otherwise opens a row of its own (one-off training, or a launcher
-that runs jobs elsewhere). Each finished trial leaves one line in the scrollback.
+that runs jobs elsewhere). Each finished trial leaves one line in the scrollback; where the output is not a
+terminal, so does each evaluation.
 """
 
 from __future__ import annotations
@@ -39,30 +40,41 @@ def _progress() -> Progress:
 
 
 class TrainingProgress:
-    """The row of one training run: step of total, epoch, running loss, latest validation metric."""
+    """The row of one training run: step of total, epoch, running loss, latest validation metric.
 
-    def __init__(self, progress: Progress, task: TaskID) -> None:
-        self._progress, self._task = progress, task
-        self._epoch = self._epochs = 0
+    Where the output is not a terminal (a log file, a pipe, a scheduler's job output) no row is drawn, so each
+    evaluation prints a line instead: a redirected sweep or training run says what it is doing.
+    """
+
+    def __init__(self, progress: Progress, task: TaskID, description: str) -> None:
+        self._progress, self._task, self._description = progress, task, description
+        self._epoch = self._epochs = self._evaluations = 0
         self._loss: float | None = None
         self._metric: tuple[str, float] | None = None
 
-    def start(self, total_steps: int, epochs: int) -> None:
-        self._epochs = epochs
+    def start(self, total_steps: int, epochs: int, evaluations: int) -> None:
+        self._epochs, self._evaluations = epochs, evaluations
         self._progress.reset(self._task, total=total_steps, completed=0, info="")
 
     def step(self, step: int, epoch: int, loss: float) -> None:
         self._epoch, self._loss = epoch, loss
         self._progress.update(self._task, completed=step, info=self._info())
 
-    def evaluated(self, name: str, value: float) -> None:
+    def evaluated(self, name: str, value: float, evaluation: int) -> None:
+        """Show the metric of evaluation number ``evaluation`` (of the ``evaluations`` given to :meth:`start`)."""
         self._metric = (name, value)
         self._progress.update(self._task, info=self._info())
+        if not self._progress.console.is_terminal:
+            self._progress.console.print(
+                f"{self._description} · evaluation {evaluation}/{self._evaluations} · {self._info()}",
+                highlight=False,
+                markup=False,
+            )
 
     def _info(self) -> str:
         parts = [f"epoch {self._epoch}/{self._epochs}"]
         if self._loss is not None:
-            parts.append(f"loss {self._loss:.3f}")
+            parts.append(f"loss {self._loss:.4g}")
         if self._metric is not None:
             parts.append(f"{self._metric[0]} {self._metric[1]:.4f}")
         return " · ".join(parts)
@@ -75,12 +87,12 @@ def training_progress(description: str) -> Iterator[TrainingProgress]:
         progress = _active_view.progress
         task = progress.add_task(description, total=None, info="")
         try:
-            yield TrainingProgress(progress, task)
+            yield TrainingProgress(progress, task, description)
         finally:
             progress.remove_task(task)
         return
     with _progress() as progress:
-        yield TrainingProgress(progress, progress.add_task(description, total=None, info=""))
+        yield TrainingProgress(progress, progress.add_task(description, total=None, info=""), description)
 
 
 class StudyView:
@@ -104,11 +116,10 @@ class StudyView:
         self.progress.stop()
 
     def refresh(self, done: int) -> None:
-        """Show ``done`` trials of the budget, the best so far, and the pruned and failed counts."""
-        counts = state_counts(self.study)
+        """Show ``done`` trials of the budget, the best so far, and the pruned, failed and interrupted counts."""
         best = best_trial(self.study)
         info = f"best {self.metric} {best.value:.4f} (trial {best.number})" if best else "no complete trial yet"
-        info += f" · {counts['pruned']} pruned · {counts['failed']} failed"
+        info += "".join(f" · {part}" for part in _other_outcomes(self.study))
         self.progress.update(self._row, completed=done, info=info)
 
     def waiting(self, running: list[int]) -> None:
@@ -141,10 +152,9 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
     """The best complete trials, best first, with their parameters and cost."""
     complete = ranked_complete_trials(study)
     names = sorted({name for t in complete for name in t.params})
-    counts = state_counts(study)
     table = Table(
         title=f"study {escape(study.study_name)}: top {min(limit, len(complete))} of {len(complete)} complete "
-        f"trials ({counts['pruned']} pruned, {counts['failed']} failed)"
+        f"trials ({', '.join(_other_outcomes(study))})"
     )
     table.add_column("rank", justify="right")
     table.add_column("trial", justify="right")
@@ -157,6 +167,13 @@ def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table
         cells = [format_value(trial.params.get(name)) for name in names]
         table.add_row(str(rank), str(trial.number), f"{trial.value:.4f}", *cells, f"{seconds:.0f}")
     return table
+
+
+def _other_outcomes(study: optuna.Study) -> list[str]:
+    """``N pruned``, ``N failed`` and, when there are any, ``N interrupted`` (stopped or lost, and run again)."""
+    counts = state_counts(study)
+    shown = ["pruned", "failed", *(["interrupted"] if counts["interrupted"] else [])]
+    return [f"{counts[outcome]} {outcome}" for outcome in shown]
 
 
 def format_value(value: object) -> str:

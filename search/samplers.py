@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
@@ -88,3 +90,64 @@ def _completed_at_last_value(trial: FrozenTrial) -> FrozenTrial | None:
     return optuna.trial.create_trial(
         state=TrialState.COMPLETE, value=last, params=trial.params, distributions=trial.distributions
     )
+
+
+def seeded_per_trial(build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler ``build(seed)``, made to draw each trial from a seed derived from ``seed`` and the trial's number.
+
+    A seeded sampler starts every process from the same random state, so each worker, and each resumed run of a
+    study, proposes the same parameter sets again. Seeded per trial, trial n is drawn the same way in whichever
+    process runs it and no two trials share a random stream: a seeded study is reproducible, not repetitive.
+    Optuna's QMC sampler is returned as it is: its seed scrambles one sequence that every process must share, and
+    it numbers its points in the study.
+    """
+    sampler = build(seed)
+    return sampler if isinstance(sampler, optuna.samplers.QMCSampler) else _SeededPerTrial(build, seed)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number`` in a study seeded with ``seed``: independent streams for every pair."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class _SeededPerTrial(optuna.samplers.BaseSampler):
+    """Delegates to a sampler rebuilt before each trial with :func:`trial_seed` (see :func:`seeded_per_trial`).
+
+    Optuna's samplers keep what they learn in the study, not in the sampler, so a rebuilt one loses nothing but
+    caches; CMA-ES restores its state from the study's trials.
+    """
+
+    def __init__(self, build: Callable[[int], optuna.samplers.BaseSampler], seed: int) -> None:
+        self._build, self._seed = build, seed
+        self._sampler = build(seed)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler = self._build(trial_seed(self._seed, trial.number))
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, optuna.distributions.BaseDistribution]:
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
+    ) -> dict[str, Any]:
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: optuna.distributions.BaseDistribution,
+    ) -> Any:
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: list[float] | None
+    ) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()

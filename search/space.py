@@ -16,8 +16,9 @@ composed config; a trial's values become plain Hydra overrides of those keys.
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,8 @@ from optuna.distributions import (
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
 )
 
 from search.errors import ConfigError, first_line
@@ -65,6 +68,13 @@ class SearchSpace:
     def distributions(self) -> dict[str, BaseDistribution]:
         return {name: p.distribution for name, p in self.parameters.items()}
 
+    def as_json(self) -> dict[str, dict[str, str]]:
+        """The space as JSON-friendly data, stored with a study: each parameter's key and distribution."""
+        return {
+            name: {"key": p.key, "distribution": distribution_to_json(p.distribution)}
+            for name, p in self.parameters.items()
+        }
+
     def by_key(self) -> dict[str, Parameter]:
         return {p.key: p for p in self.parameters.values()}
 
@@ -92,24 +102,85 @@ class SearchSpace:
         return [f"{self.parameters[name].key}={override_value(value)}" for name, value in params.items()]
 
     def check_against(self, config: DictConfig) -> None:
-        """Every parameter must point at a key of the composed config, and not put floats into an int."""
+        """Every parameter must point at a key of the composed config and give values of the kind the key holds.
+
+        A key holding an integer takes integers, a float takes numbers, a string strings, a bool bools; a
+        categorical choice may also be null, for keys where null means something (the objective checks that).
+        """
         for p in self.parameters.values():
             current = OmegaConf.select(config, p.key, default=_ABSENT, throw_on_missing=False)
             where = f"search space parameter {p.name!r}"
             if current is _ABSENT:
                 raise ConfigError(f"{where}: key {p.key!r} does not exist in the composed config")
-            if (
-                isinstance(current, int)
-                and not isinstance(current, bool)
-                and isinstance(p.distribution, FloatDistribution)
-            ):
+            kind = _kind(current)
+            if kind is None:  # null or a node: nothing to compare with
+                continue
+            if isinstance(p.distribution, CategoricalDistribution):
+                wrong = next((c for c in p.distribution.choices if c is not None and not _is_kind(c, kind)), None)
+                if wrong is not None:
+                    raise ConfigError(
+                        f"{where}: choice {wrong!r} is {_kind(wrong)}, but key {p.key!r} "
+                        f"holds {kind} ({current!r}); give {_PLURALS[kind]} (or null)"
+                    )
+            elif isinstance(p.distribution, FloatDistribution) and kind == "an integer":
                 raise ConfigError(
                     f"{where}: key {p.key!r} holds an integer ({current}) but the parameter is float; "
                     "use type int (or range(a, b) in hydra.sweeper.params)"
                 )
+            elif kind not in ("an integer", "a number"):
+                raise ConfigError(f"{where}: key {p.key!r} holds {kind} ({current!r}) but the parameter is numeric")
+
+    def _candidates(self, config: DictConfig) -> Iterator[tuple[str, DictConfig]]:
+        """A copy of ``config`` set to each value the space can give it, one parameter at a time, and which value.
+
+        Each parameter is set to each of its choices, or to its low and its high end, the rest of ``config``
+        unchanged: a check that passes on all of them passes on every trial's values that are checked one by one.
+        A yielded config changes with the next one.
+        """
+        for p in self.parameters.values():
+            distribution = p.distribution
+            values = (
+                distribution.choices
+                if isinstance(distribution, CategoricalDistribution)
+                else (distribution.low, distribution.high)
+            )
+            candidate = copy.deepcopy(config)  # one copy per parameter: only its key changes
+            for value in values:
+                OmegaConf.update(candidate, p.key, value, merge=False)
+                yield f"search space parameter {p.name!r} = {value!r}", candidate
+
+    def check_candidates(self, config: DictConfig, check: Callable[[DictConfig], None]) -> None:
+        """Run ``check`` on ``config`` and on it set to each value the space can give (each choice, each end of a
+        range, one parameter at a time), so that a trial never finds a value its objective refuses; a refusal
+        names the parameter and the value."""
+        check(config)
+        for where, candidate in self._candidates(config):
+            try:
+                check(candidate)
+            except ConfigError as error:
+                raise ConfigError(f"{where}: {error}") from None
 
 
 _ABSENT = object()
+
+
+_PLURALS = {"a bool": "bools", "an integer": "integers", "a number": "numbers", "a string": "strings"}
+
+
+def _kind(value: Any) -> str | None:
+    """What kind of value a config key holds, as a check's message says it; None for null or a node."""
+    if isinstance(value, bool):
+        return "a bool"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return "a string" if isinstance(value, str) else None
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    """Whether ``value`` may be set on a key that holds ``kind``: an integer where a number is, nothing else."""
+    return _kind(value) == kind or (kind == "a number" and _kind(value) == "an integer")
 
 
 def parse_search_space(spec: Mapping[str, Any] | None) -> SearchSpace:
@@ -228,6 +299,24 @@ def _numeric(where: str, kind: str, low: Any, high: Any, log: Any, step: Any) ->
     if kind == "int":
         return IntDistribution(int(low), int(high), log=log, step=int(step) if step is not None else 1)
     return FloatDistribution(float(low), float(high), log=log, step=float(step) if step is not None else None)
+
+
+def describe(distribution: BaseDistribution) -> str:
+    """``float in [1e-05, 0.001], log`` / ``int in [0, 6]`` / ``one of 16, 32``."""
+    if isinstance(distribution, CategoricalDistribution):
+        return "one of " + ", ".join(str(choice) for choice in distribution.choices)
+    kind = "float" if isinstance(distribution, FloatDistribution) else "int"
+    text = f"{kind} in [{distribution.low:g}, {distribution.high:g}]"
+    if distribution.log:
+        text += ", log"
+    if distribution.step not in (None, 1):
+        text += f", step {distribution.step:g}"
+    return text
+
+
+def describe_json(parameter: Mapping[str, str]) -> str:
+    """``training.dropout: float in [0, 0.3]`` for a parameter as :meth:`SearchSpace.as_json` stores it."""
+    return f"{parameter['key']}: {describe(json_to_distribution(parameter['distribution']))}"
 
 
 def override_value(value: Any) -> str:

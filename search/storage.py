@@ -7,24 +7,31 @@ machines share a study. SQLite files are switched to write-ahead logging (reader
 wait up to a minute for a lock, so several local workers and a dashboard share one file without "database is
 locked" failures; an SQLite connection whose work was cut short is closed, not reused
 (:func:`_discard_interrupted_sqlite_connections`). One storage object is kept per URL, heartbeat setting and
-process.
+process. A damaged SQLite file is refused in one line with SQLite's integrity check, when the storage is opened
+and when a later query meets the damage (:func:`_refuse_damaged_sqlite`), so nothing writes to it.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import os
+import re
+import sqlite3
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DBAPIError,
     DisconnectionError,
     IntegrityError,
     OperationalError,
@@ -42,7 +49,27 @@ STORAGE_ENV = "HPS_STORAGE"
 SCHEMA_RACE_ATTEMPTS = 5
 ROLLED_BACK = "hps_rolled_back"  # connection info: its last use ended in a rollback
 RETRY_OF = "retry_of"  # user attribute of a re-run: the number of the trial it replaces
+FAIL_REASON = "fail_reason"  # user attribute of a failed trial: why, in one line
 LOST_WORKER = "lost_worker"  # system attribute of a re-run whose original's worker stopped beating
+# SQLite's own words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), whichever query meets the damage first.
+DAMAGE_MESSAGES = ("database disk image is malformed", "file is not a database")
+INTEGRITY_CHECK_LIMIT = 20  # problems PRAGMA integrity_check lists at most; the one line shows the first
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
+# Why a server refused a connection, told apart by the words of libpq and MySQL; the first that matches says.
+CONNECTION_FAILURES = (
+    (
+        re.compile(r'database "[^"]+" does not exist|Unknown database', re.IGNORECASE),
+        "database {database!r} does not exist on {server}; create it, or name an existing database",
+    ),
+    (
+        re.compile(r'authentication failed|role "[^"]+" does not exist|pg_hba\.conf|Access denied', re.IGNORECASE),
+        "authentication failed for user {user!r} at {server} ({detail})",
+    ),
+    (
+        re.compile(r"connection (failed|refused|timeout)|resolve host|can't connect|unknown \w+ server host", re.I),
+        "server unreachable at {server} ({detail}); is it running, and are host and port right?",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -88,8 +115,8 @@ def open_storage(
 
     Commands that only read (reports, export, the dashboard) pass ``create=False`` so a mistyped path is an
     error rather than a new empty database. With ``heartbeat``, stale running trials can be failed and retried
-    (:func:`optuna.storages.fail_stale_trials`). Raises :class:`ConfigError` with one line for a URL that does
-    not parse, names an unknown database or driver, or cannot be reached.
+    (:func:`fail_lost_trials`). Raises :class:`ConfigError` with one line for a URL that does not parse or names
+    an unknown driver, a server that cannot be reached or refuses the connection, and a damaged SQLite file.
     """
     shown = display_url(url)
     allowed = "an SQLAlchemy URL such as sqlite:///studies/hps.db or postgresql+psycopg://user@host/db"
@@ -100,8 +127,8 @@ def open_storage(
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     engine_kwargs: dict = {}
-    sqlite = parsed.get_backend_name() == "sqlite"
-    if sqlite:
+    database = None
+    if parsed.get_backend_name() == "sqlite":
         if not parsed.database or parsed.database == ":memory:":
             raise ConfigError(f"storage {shown!r} names no file; expected {allowed}")
         database = Path(parsed.database).expanduser()
@@ -119,14 +146,94 @@ def open_storage(
             "heartbeat_stale_trial_callback": RetryLostTrial(heartbeat.max_retry),
         }
     try:
+        if database is not None:  # before Optuna writes its tables to it
+            _refuse_if_damaged(database, shown)
         storage = _create_rdb_storage(parsed.render_as_string(hide_password=False), engine_kwargs, retry)
-        if sqlite:
+        if database is not None:
+            _refuse_damaged_sqlite(storage.engine, database, shown)
             with storage.engine.connect() as connection:  # persistent: stored in the database file
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             _discard_interrupted_sqlite_connections(storage.engine)
         return storage
-    except (SQLAlchemyError, ImportError, ValueError, RuntimeError) as error:  # RuntimeError: schema version
+    except ArgumentError as error:  # an unknown dialect or driver
         raise ConfigError(f"cannot open storage {shown!r}: {first_line(error)}; expected {allowed}") from None
+    except ImportError as error:
+        missing = first_line(error.__cause__ or error)
+        raise ConfigError(
+            f"cannot open storage {shown!r}: its driver is not installed ({missing}); expected {allowed}"
+        ) from None
+    except DBAPIError as error:
+        raise ConfigError(f"cannot open storage {shown!r}: {_connection_failure(parsed, error)}") from None
+    except (SQLAlchemyError, sqlite3.Error, ValueError, RuntimeError) as error:  # RuntimeError: schema version
+        raise ConfigError(f"cannot open storage {shown!r}: {first_line(error)}") from None
+
+
+def _connection_failure(url: URL, error: DBAPIError) -> str:
+    """What the database driver's error says failed: the server, the database, or the credentials."""
+    reason = first_line(error.orig)
+    server = f"{url.host}:{url.port or DEFAULT_PORTS.get(url.get_backend_name(), 'its default port')}"
+    detail = re.split(r"failed: (?:FATAL:\s+)?", reason)[-1].strip()  # libpq: "connection ... failed: FATAL: why"
+    for pattern, message in CONNECTION_FAILURES:
+        if url.host and pattern.search(reason):
+            return message.format(database=url.database, user=url.username, server=server, detail=detail)
+    return reason
+
+
+def _integrity_problems(database: Path) -> list[str]:
+    """What SQLite's integrity check finds wrong with the file ``database``; empty when it is sound.
+
+    ``PRAGMA integrity_check`` reads every page and checks the indexes against their tables. For a study of 5000
+    trials (49 MB) it took 75-125 ms with the file in the page cache and 0.5-1 s from a cold disk, while opening
+    the storage takes 0.7 s and reading those trials 6 s; ``quick_check``, which skips the indexes, saves half
+    of the warm time and nothing cold (reading the file is the cost).
+    """
+    # SQLite lists what it found in its first row, one problem a line, and may then fail: Python's sqlite3 steps
+    # past a row before handing it over, so that row would be lost without LIMIT 1.
+    query = f"SELECT * FROM pragma_integrity_check({INTEGRITY_CHECK_LIMIT}) LIMIT 1"
+    try:
+        with closing(sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
+            (found,) = connection.execute(query).fetchone()
+    except sqlite3.DatabaseError as error:  # damage that stops the check before it starts (a broken header)
+        if not _is_damage(error):
+            raise
+        return [first_line(error)]
+    return [line for line in found.splitlines() if line != "ok" and not line.startswith("*** in database")]
+
+
+def _is_damage(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.DatabaseError) and any(message in str(error) for message in DAMAGE_MESSAGES)
+
+
+def _damaged(shown: str, problems: list[str]) -> ConfigError:
+    """The one line for a damaged SQLite file: the first problem found, how many more, and what to do."""
+    found = problems[0]
+    if len(problems) > 1:
+        found += f", and {'at least ' if len(problems) >= INTEGRITY_CHECK_LIMIT else ''}{len(problems) - 1} more"
+    return ConfigError(
+        f"storage {shown!r}: the database file is damaged (SQLite's integrity check: {found}); restore it from a "
+        "backup, or use another database file"
+    )
+
+
+def _refuse_if_damaged(database: Path, shown: str) -> None:
+    """Raise :class:`ConfigError` if the SQLite file ``database`` exists and is damaged."""
+    if database.is_file():
+        problems = _integrity_problems(database)
+        if problems:
+            raise _damaged(shown, problems)
+
+
+def _refuse_damaged_sqlite(engine: Engine, database: Path, shown: str) -> None:
+    """Turn SQLite's "malformed" / "not a database" errors met after opening into the same one line.
+
+    The file may be damaged while a sweep or the dashboard runs (a disk error, a copy over it); Optuna would
+    wrap the error in a ``StorageInternalError`` that says a commit failed.
+    """
+
+    @event.listens_for(engine, "handle_error")
+    def _refuse(context: ExceptionContext) -> None:
+        if _is_damage(context.original_exception):
+            raise _damaged(shown, _integrity_problems(database) or [first_line(context.original_exception)])
 
 
 def _create_rdb_storage(url: str, engine_kwargs: dict, options: dict) -> optuna.storages.RDBStorage:
@@ -170,7 +277,7 @@ class RetryLostTrial:
     Like Optuna's ``RetryHeartbeatStaleTrialCallback`` (the same ``failed_trial`` and ``retry_history`` system
     attributes, so its ``retried_trial_number`` works) except that the re-run starts clean: it does not
     inherit the lost run's records, artifacts and attributes, only its parameters, plus
-    ``user_attrs.retry_of``. :func:`optuna.storages.fail_stale_trials` calls it in exactly one worker.
+    ``user_attrs.retry_of``. :func:`fail_lost_trials` calls it in exactly one worker.
     """
 
     def __init__(self, max_retry: int) -> None:
@@ -193,3 +300,31 @@ class RetryLostTrial:
                 },
             )
         )
+
+
+def fail_lost_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose worker stopped beating, saying so, and retry them.
+
+    Optuna's :func:`optuna.storages.fail_stale_trials`, step for step, except that each trial first gets its
+    ``user_attrs.fail_reason``: Optuna refuses attributes on a finished trial, so it is set while the trial
+    still runs. Several workers may find the same trial stale: the one that fails it calls the storage's
+    stale-trial callback (:class:`RetryLostTrial`), the others leave it.
+    """
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return
+    rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
+    grace = getattr(rdb, "grace_period", None) or 2 * storage.get_heartbeat_interval()  # Optuna's default
+    reason = f"lost: its worker stopped beating for {grace} s (killed, or its machine was lost)"
+    failed_ids = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        try:
+            storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed_ids.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker failed it a moment ago
+            pass
+    callback = storage.get_heartbeat_stale_trial_callback()
+    if callback is not None:
+        for trial_id in failed_ids:
+            callback(study, copy.deepcopy(storage.get_trial(trial_id)))

@@ -11,6 +11,7 @@ A new study can be warm-started from the best trials of an earlier one (:func:`w
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,14 +20,14 @@ import optuna
 from optuna.trial import TrialState
 
 from search.errors import ConfigError
-from search.space import SearchSpace
-from search.storage import RETRY_OF, display_url, open_storage
+from search.space import SearchSpace, describe_json
+from search.storage import FAIL_REASON, RETRY_OF, display_url, open_storage
 
-FAIL_REASON = "fail_reason"
 INTERRUPTED = "interrupted"
 INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM)"
 WARM_START_FROM = "warm_start_from"
 IDENTITY = "objective_identity"
+SEARCH_SPACE = "search_space"  # user attribute: {parameter name: {key, distribution as Optuna's JSON}}
 DIRECTIONS = ("maximize", "minimize")
 
 
@@ -38,6 +39,7 @@ class StudySpec:
     direction: str
     metric: str
     identity: Mapping[str, str] = field(default_factory=dict)
+    space: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # SearchSpace.as_json()
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -50,8 +52,14 @@ def open_study(
     spec: StudySpec,
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner,
+    allow_space_change: bool = False,
 ) -> optuna.Study:
-    """Create the study, or load it and check that it optimises what ``spec`` says."""
+    """Create the study, or load it and check that it optimises what ``spec`` says, over the same search space.
+
+    A study whose trials mix two search spaces is no longer a fair sample of either, so a changed space (a
+    parameter added, dropped, or with other bounds, choices or key) is refused unless ``allow_space_change``,
+    which stores the new space.
+    """
     exists = spec.name in optuna.get_all_study_names(storage)
     study = optuna.create_study(
         storage=storage,
@@ -66,6 +74,7 @@ def open_study(
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([spec.metric])
         study.set_user_attr(IDENTITY, dict(spec.identity))
+        study.set_user_attr(SEARCH_SPACE, dict(spec.space))
         return study
     where = f"study {spec.name!r} in {display_url(url)}"
     hint = "run it with the same settings, or start a new study with hydra.sweeper.study_name=NEW_NAME"
@@ -79,7 +88,30 @@ def open_study(
     for key, value in spec.identity.items():
         if key in stored_identity and stored_identity[key] != value:
             raise ConfigError(f"{where} was created for {key}={stored_identity[key]!r}, not {value!r}; {hint}")
+    stored_space = study.user_attrs.get(SEARCH_SPACE)
+    change = None if stored_space is None else space_change(stored_space, spec.space)
+    if change is not None and not allow_space_change:
+        raise ConfigError(
+            f"{where}: {change}; resume it with the same search space, start a new study with "
+            "hydra.sweeper.study_name=NEW_NAME, or mix both spaces in it with hydra.sweeper.allow_space_change=true"
+        )
+    if stored_space != spec.space:  # changed on purpose, or a study stored before spaces were
+        study.set_user_attr(SEARCH_SPACE, dict(spec.space))
     return study
+
+
+def space_change(stored: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]) -> str | None:
+    """The first difference between two :meth:`SearchSpace.as_json` spaces, in words; None when they are equal."""
+    for name in [*stored, *(name for name in new if name not in stored)]:
+        before, after = stored.get(name), new.get(name)
+        if before == after:
+            continue
+        if after is None:
+            return f"its trials searched parameter {name!r} ({describe_json(before)}), which the space now lacks"
+        if before is None:
+            return f"its trials did not search parameter {name!r} ({describe_json(after)}), which the space now adds"
+        return f"its trials searched parameter {name!r} as {describe_json(before)}, not {describe_json(after)}"
+    return None
 
 
 def study_names(url: str) -> list[str]:
@@ -113,12 +145,18 @@ def budget_spent(study: optuna.Study) -> int:
 
 
 def _counted(trials: list[optuna.trial.FrozenTrial]) -> int:
+    return len(_spending(trials))
+
+
+def _spending(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The finished trials among ``trials`` that spend the budget (see :func:`counted_trials`)."""
     retried = {t.user_attrs.get(RETRY_OF) for t in trials}
-    return sum(
-        t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED) and t.number not in retried)
+    return [
+        t
         for t in trials
-    )
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        or (t.state == TrialState.FAIL and not t.user_attrs.get(INTERRUPTED) and t.number not in retried)
+    ]
 
 
 def requeue_interrupted(study: optuna.Study, room: int) -> list[int]:
@@ -159,13 +197,17 @@ def fail_trial(
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """How many trials are complete, pruned and failed."""
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return {
-        "complete": states.count(TrialState.COMPLETE),
-        "pruned": states.count(TrialState.PRUNED),
-        "failed": states.count(TrialState.FAIL),
-    }
+    """How many trials are complete, pruned, failed, and interrupted.
+
+    Interrupted trials are stored as FAIL but did not fail of themselves: stopped by Ctrl-C or SIGTERM, or lost
+    with their worker and run again. They spend no budget (:func:`counted_trials`), so "failed" is what does.
+    """
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    complete, pruned = states.count(TrialState.COMPLETE), states.count(TrialState.PRUNED)
+    failed = _counted(trials) - complete - pruned
+    interrupted = states.count(TrialState.FAIL) - failed
+    return {"complete": complete, "pruned": pruned, "failed": failed, "interrupted": interrupted}
 
 
 def ranked_complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -190,3 +232,18 @@ def warm_start(study: optuna.Study, source: optuna.Study, top_k: int, space: Sea
         study.enqueue_trial(params, user_attrs={WARM_START_FROM: origin})
         origins.append(origin)
     return origins
+
+
+def repeated_failure(study: optuna.Study, first_number: int, count: int) -> str | None:
+    """The first reason, when the first ``count`` trials that ended from trial ``first_number`` on all failed alike.
+
+    Alike: with the same reason but for its numbers (``loss became nan at step 4``, ``... at step 3``). Such a study
+    would spend its whole budget on the same error (a bug in the task, a setting every trial shares). Interrupted
+    trials and those whose worker was lost (run again) are no failures of their own.
+    """
+    ended = [t for t in _spending(study.get_trials(deepcopy=False)) if t.number >= first_number][:count]
+    reasons = [t.user_attrs.get(FAIL_REASON) if t.state == TrialState.FAIL else None for t in ended]
+    if len(ended) < count or reasons[0] is None:
+        return None
+    alike = {re.sub(r"\d+(\.\d+)?", "N", reason or "") for reason in reasons}
+    return reasons[0] if len(alike) == 1 else None

@@ -45,6 +45,7 @@ from rich.markup import escape
 from search.errors import ConfigError, exit_on_config_error, failure_reason, first_line, is_whole_number
 from search.notes import record_setup, record_trial_note, study_setup
 from search.progress import StudyView, console, top_trials_table
+from search.samplers import seeded_per_trial
 from search.space import (
     SearchSpace,
     override_value,
@@ -52,8 +53,9 @@ from search.space import (
     parse_search_space,
     parse_sweeper_params,
 )
-from search.storage import STORAGE_ENV, default_storage, display_url, has_password, open_storage
+from search.storage import STORAGE_ENV, default_storage, display_url, fail_lost_trials, has_password, open_storage
 from search.study import (
+    DIRECTIONS,
     INTERRUPTED_REASON,
     RETRY_OF,
     StudySpec,
@@ -61,6 +63,7 @@ from search.study import (
     counted_trials,
     fail_trial,
     open_study,
+    repeated_failure,
     requeue_interrupted,
     warm_start,
 )
@@ -121,6 +124,8 @@ class PruningSweeper(Sweeper):
         warm_start: DictConfig | None = None,
         artifact_dir: str | None = None,
         heartbeat: DictConfig | None = None,
+        fail_fast: int | None = 3,
+        allow_space_change: bool = False,
     ) -> None:
         self.storage = storage
         self.artifact_dir = artifact_dir  # read by each trial's TrialLink
@@ -135,6 +140,8 @@ class PruningSweeper(Sweeper):
         self.direction = direction
         self.n_jobs = n_jobs
         self.warm_start_config = warm_start
+        self.fail_fast = fail_fast
+        self.allow_space_change = allow_space_change
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         quiet_optuna_notices()  # here, not at import: Hydra imports plugins inside warnings.catch_warnings
@@ -156,6 +163,15 @@ class PruningSweeper(Sweeper):
                     raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
                 if not is_whole_number(self.n_jobs, 1):
                     raise ConfigError(f"hydra.sweeper.n_jobs is {self.n_jobs!r}; it must be a positive integer")
+                if self.fail_fast is not None and not is_whole_number(self.fail_fast, 1):
+                    raise ConfigError(
+                        f"hydra.sweeper.fail_fast is {self.fail_fast!r}; allowed: a whole number >= 1, or null"
+                    )
+                if self.direction is not None and self.direction not in DIRECTIONS:
+                    raise ConfigError(
+                        f"hydra.sweeper.direction is {self.direction!r}; allowed: {', '.join(DIRECTIONS)} "
+                        "(one objective: a study optimises one metric)"
+                    )
                 self.heartbeat = heartbeat_settings(self.heartbeat_config)
                 written = OmegaConf.to_container(self.config.hydra.sweeper, resolve=False).get("storage")
                 if has_password(str(written)):
@@ -229,12 +245,13 @@ class PruningSweeper(Sweeper):
             direction=str(self.direction or objective.direction),
             metric=str(objective.metric),
             identity={k: str(v) for k, v in (objective.get("identity") or {}).items()},
+            space=space.as_json(),
         )
         if self.preflight:
             get_method(self.preflight)(config, space)
-        sampler, pruner = _build("sampler", self.sampler_config), _build("pruner", self.pruner_config)
+        sampler, pruner = build_sampler(self.sampler_config), _build("pruner", self.pruner_config)
         storage = open_storage(self.storage, heartbeat=self.heartbeat)
-        study = open_study(storage, self.storage, spec, sampler, pruner)
+        study = open_study(storage, self.storage, spec, sampler, pruner, self.allow_space_change)
         setup = study_setup(
             spec, space, self.sampler_config, self.pruner_config, self.n_trials, display_url(self.storage)
         )
@@ -267,8 +284,10 @@ class PruningSweeper(Sweeper):
             + (f" ({worker_name()})" if in_worker_pool() else ""),
             highlight=False,
         )
+        first_number = len(study.get_trials(deepcopy=False))
         with StudyView(study, self.n_trials, done, plan.metric) as view:
             while True:
+                self._stop_on_repeated_failure(study, first_number)
                 trial = ask_within_budget(
                     plan.study, self.storage, self.n_trials, plan.space.distributions, self.heartbeat
                 )
@@ -285,6 +304,16 @@ class PruningSweeper(Sweeper):
             markup=False,
         )
 
+    def _stop_on_repeated_failure(self, study: optuna.Study, first_number: int) -> None:
+        """Stop the sweep when the first ``fail_fast`` trials it ran all failed with one reason: the rest would too."""
+        reason = repeated_failure(study, first_number, self.fail_fast) if self.fail_fast else None
+        if reason is not None:
+            raise ConfigError(
+                f"the first {self.fail_fast} trials of study {study.study_name!r} all failed alike ({reason}); "
+                "the sweep stopped instead of spending its budget on it (each trial's log is in its folder; "
+                "hydra.sweeper.fail_fast=null runs on)"
+            )
+
     def _wait_for_other_workers(self, study: optuna.Study, view: StudyView) -> bool:
         """With the budget spent, wait while other workers' trials run, in case one is lost and must run again.
 
@@ -295,7 +324,7 @@ class PruningSweeper(Sweeper):
         if self.heartbeat is None:
             return False
         while True:
-            optuna.storages.fail_stale_trials(study)
+            fail_lost_trials(study)
             if budget_spent(study) < self.n_trials:
                 return True
             running = [t.number for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
@@ -359,10 +388,24 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[
     return study.tell(trial, float(value), skip_if_finished=True), ""
 
 
-def _build(what: str, config: DictConfig) -> Any:
-    """Instantiate a sampler or pruner config, or say in one line why it cannot be."""
+def build_sampler(config: DictConfig) -> optuna.samplers.BaseSampler:
+    """The sampler of ``hydra.sweeper.sampler``.
+
+    A seeded one draws each trial from its own seed (:func:`~search.samplers.seeded_per_trial`); with one seed per
+    process, every worker and every resumed run would propose the same parameters again.
+    """
+    seed = config.get("seed")
+    if seed is None:
+        return _build("sampler", config)
+    if not is_whole_number(seed, 0):
+        raise ConfigError(f"hydra.sweeper.sampler.seed is {seed!r}; allowed: a whole number >= 0, or null")
+    return seeded_per_trial(lambda trial_seed: _build("sampler", config, seed=trial_seed), seed)
+
+
+def _build(what: str, config: DictConfig, **changes: Any) -> Any:
+    """Instantiate a sampler or pruner config with ``changes``, or say in one line why it cannot be."""
     try:
-        return instantiate(config)
+        return instantiate(config, **changes)
     except (InstantiationException, ImportError) as error:
         reason = first_line(error.__cause__ or error)
         raise ConfigError(f"cannot build the {what} {config.get('_target_')!r}: {reason}") from None

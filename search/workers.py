@@ -38,7 +38,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from search.errors import ConfigError, failure_reason, first_line, is_whole_number
 from search.progress import console
-from search.storage import HeartbeatSettings
+from search.storage import HeartbeatSettings, fail_lost_trials
 from search.study import INTERRUPTED_REASON, budget_spent, fail_trial
 
 WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
@@ -154,7 +154,7 @@ def ask_within_budget(
     Counting and asking happen under the budget lock, so workers sharing the study never start more than
     ``n_trials``. The trial records which worker runs it and, with heartbeats on, its first heartbeat.
     """
-    optuna.storages.fail_stale_trials(study)
+    fail_lost_trials(study)
     with budget_lock(url, study.study_name):
         if budget_spent(study) >= n_trials:
             return None

@@ -58,7 +58,7 @@ def test_export_writes_the_best_trial_with_its_provenance(swept, monkeypatch, ca
     best = study(swept).best_trial
     assert header["trial"] == best.number and header["value"] == best.value
     assert header["metric"] == "macro_f1" and header["direction"] == "maximize"
-    assert header["trials"] == {"complete": 3, "pruned": 0, "failed": 0}
+    assert header["trials"] == {"complete": 3, "pruned": 0, "failed": 0, "interrupted": 0}
     assert header["storage"] == f"sqlite:///{swept}/hps.db"
     assert set(header["trial_versions"]) >= {"torch", "transformers", "optuna"}
     config = yaml.safe_load(text)

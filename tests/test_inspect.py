@@ -28,8 +28,11 @@ from search.cli import main as hps
 from search.compare import best_so_far_by_compute, select_studies, study_row
 from search.notes import SETUP
 from search.report import FIGURES, report_figures, write_report
+from search.storage import RETRY_OF
+from search.study import INTERRUPTED
 from search.trial import record
 from tests.conftest import REPO, run_cli
+from tests.test_storage_and_study import damaged_study, digest
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(os.environ.get("HPS_SCREENSHOT_DIR", REPO / "studies" / "screenshots"))
@@ -177,7 +180,7 @@ T0 = datetime.datetime(2026, 1, 1, 12, 0, 0)
 
 
 def _trial(
-    state: TrialState, start_s: float, seconds: float, curve: list[float], rate: float
+    state: TrialState, start_s: float, seconds: float, curve: list[float], rate: float, **user_attrs: object
 ) -> optuna.trial.FrozenTrial:
     return optuna.trial.FrozenTrial(
         number=0,
@@ -188,7 +191,7 @@ def _trial(
         datetime_complete=T0 + datetime.timedelta(seconds=start_s + seconds),
         params={"learning_rate": rate},
         distributions={"learning_rate": FloatDistribution(1e-5, 1e-2, log=True)},
-        user_attrs={},
+        user_attrs=user_attrs,
         system_attrs={},
         intermediate_values={step: v for step, v in enumerate(curve, start=1)},
         trial_id=0,
@@ -205,8 +208,18 @@ def _build_studies(url: str) -> None:
         _trial(TrialState.COMPLETE, 50, 60, [0.6, 0.7, 0.8, 0.9], 3e-4),
         _trial(TrialState.PRUNED, 110, 20, [0.5, 0.55], 1e-5),  # 2 of 4: 20 s more
         _trial(TrialState.FAIL, 130, 5, [0.1], 5e-3),
+        _trial(TrialState.FAIL, 135, 3, [0.2], 2e-3, **{INTERRUPTED: True}),  # Ctrl-C: not a failure
+        _trial(TrialState.FAIL, 138, 2, [0.3], 1e-3),  # its worker was lost, and it is queued again below
     ]:
         first.add_trial(trial)
+    first.add_trial(
+        optuna.trial.create_trial(
+            state=TrialState.WAITING,
+            params={"learning_rate": 1e-3},
+            distributions={"learning_rate": FloatDistribution(1e-5, 1e-2, log=True)},
+            user_attrs={RETRY_OF: 6},
+        )
+    )
     second = optuna.create_study(study_name="trec-random", storage=url, direction="minimize")
     second.set_user_attr("objective_identity", {"data": "trec", "model": "minilm"})
     second.add_trial(_trial(TrialState.PRUNED, 0, 12, [0.4], 1e-3))  # no complete trial: saving unknown
@@ -220,8 +233,8 @@ def test_comparison_rows_match_the_database(tmp_path):
     tpe = rows["sst2-tpe"]
     assert (tpe.data, tpe.model, tpe.metric, tpe.direction) == ("sst2", "minilm", "accuracy", "maximize")
     assert (tpe.best, tpe.best_trial) == (0.9, 2)
-    assert (tpe.complete, tpe.pruned, tpe.failed) == (2, 2, 1)
-    assert tpe.compute_s == 135.0 and tpe.saved_s == 50.0
+    assert (tpe.complete, tpe.pruned, tpe.failed, tpe.interrupted) == (2, 2, 1, 2)
+    assert tpe.compute_s == 140.0 and tpe.saved_s == 50.0
     trec = rows["trec-random"]
     assert (trec.best, trec.pruned, trec.compute_s, trec.saved_s) == (None, 1, 12.0, None)
 
@@ -229,19 +242,24 @@ def test_comparison_rows_match_the_database(tmp_path):
     with sqlite3.connect(database) as connection:
         query = (
             "SELECT s.study_name, t.state, COUNT(*), SUM((julianday(t.datetime_complete) - "
-            "julianday(t.datetime_start)) * 86400) FROM trials t JOIN studies s USING (study_id) GROUP BY 1, 2"
+            "julianday(t.datetime_start)) * 86400) FROM trials t JOIN studies s USING (study_id) "
+            "WHERE t.datetime_complete IS NOT NULL GROUP BY 1, 2"
         )
         stored = {(name, state): (count, seconds) for name, state, count, seconds in connection.execute(query)}
     for name, row in rows.items():
-        for state, count in (("COMPLETE", row.complete), ("PRUNED", row.pruned), ("FAIL", row.failed)):
+        for state, count in (
+            ("COMPLETE", row.complete),
+            ("PRUNED", row.pruned),
+            ("FAIL", row.failed + row.interrupted),  # both stored as FAIL
+        ):
             assert stored.get((name, state), (0, 0))[0] == count
         assert sum(seconds for (study, _), (_, seconds) in stored.items() if study == name) == pytest.approx(
             row.compute_s, abs=1e-3
         )
 
     xs, ys = best_so_far_by_compute(select_studies(url, "sst2-*")[0])
-    assert [round(x * 60) for x in xs] == [40, 50, 110, 130, 135]  # minutes -> seconds
-    assert ys == [0.85, 0.85, 0.9, 0.9, 0.9]
+    assert [round(x * 60) for x in xs] == [40, 50, 110, 130, 135, 138, 140]  # minutes -> seconds
+    assert ys == [0.85, 0.85, 0.9, 0.9, 0.9, 0.9, 0.9]
 
 
 def test_compare_command_prints_the_table_and_writes_csv_and_plot(tmp_path, monkeypatch, capsys):
@@ -252,10 +270,11 @@ def test_compare_command_prints_the_table_and_writes_csv_and_plot(tmp_path, monk
     hps(["compare", "--pattern", "sst2-*"])
     out = capsys.readouterr().out
     assert "sst2-tpe" in out and "trec-random" not in out
-    assert "0.9000 (2)" in out and "2.2 min" in out and "50.0 s (27%)" in out
+    assert "0.9000 (2)" in out and "2.3 min" in out and "50.0 s (26%)" in out
+    assert "┃ interrupted ┃" in out and "│        2 │      2 │      1 │           2 │" in out
     rows = list(csv.DictReader((studies / "comparison.csv").open()))
-    assert [(r["study"], r["complete"], r["pruned"], r["failed"], r["saved_s"]) for r in rows] == [
-        ("sst2-tpe", "2", "2", "1", "50.0")
+    assert [(r["study"], r["complete"], r["pruned"], r["failed"], r["interrupted"], r["saved_s"]) for r in rows] == [
+        ("sst2-tpe", "2", "2", "1", "2", "50.0")
     ]
     page = (studies / "comparison.html").read_text()
     assert 'id="figure-comparison"' in page and "sst2-tpe" in page
@@ -280,6 +299,27 @@ def test_inspection_errors_are_one_line(swept, monkeypatch, capsys, args, messag
     error = capsys.readouterr().err
     assert error.startswith(message) and error.count("\n") == 1
     assert not Path("/nonexistent").exists()
+
+
+def test_compare_refuses_a_damaged_database_in_one_line(tmp_path, capsys):
+    database = tmp_path / "hps.db"
+    url = damaged_study(database)
+    before = digest(database)
+    with pytest.raises(SystemExit) as stopped:
+        hps(["compare", "--storage", url])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: storage '{url}': the database file is damaged (SQLite's integrity check: Page ")
+    assert error.count("\n") == 1 and "restore it from a backup" in error
+    assert digest(database) == before
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_dashboard_refuses_a_port_out_of_range_in_one_line(port, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        hps(["dashboard", "--storage", f"sqlite:///{tmp_path}/none.db", "--port", port])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"error: --port is {port}; allowed: 0..65535 (0: any free port)\n"
 
 
 def _free_port() -> int:
@@ -313,6 +353,21 @@ def test_dashboard_refuses_a_port_in_use(swept, monkeypatch, capsys):
             hps(["dashboard", "--port", str(taken.getsockname()[1])])
     assert stopped.value.code == 2
     assert "is in use; choose another with --port" in capsys.readouterr().err
+
+
+def test_dashboard_on_port_0_listens_on_a_free_port_and_names_it(swept):
+    command = [str(Path(sys.executable).parent / "hps"), "dashboard", "--port", "0"]
+    env = os.environ | {"HPS_STUDIES_DIR": str(swept), "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        started = server.stderr.readline()
+        port = int(started.split("http://127.0.0.1:")[1].split("/")[0])
+        assert port > 0, started
+        with optuna_dashboard_client(port, "/api/studies/1") as body:
+            assert len(json.loads(body)["trials"]) == len(smoke(swept).trials)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def test_dashboard_serves_the_study_and_trial_files(swept):

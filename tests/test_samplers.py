@@ -1,13 +1,18 @@
-"""Our samplers: the focused TPE (Optuna's TPE until its good group passes a limit), the GP fitted to pruned trials."""
+"""Our samplers: the focused TPE (Optuna's TPE until its good group passes a limit), the GP fitted to pruned trials,
+and seeded samplers that draw each trial from its own seed."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
+from hydra.utils import instantiate
 from optuna.samplers._tpe.sampler import default_gamma  # Optuna's rule, not public
 from optuna.trial import TrialState
 
-from search.samplers import FocusedTPESampler, PruningAwareGPSampler, good_group_size
+from search.samplers import FocusedTPESampler, PruningAwareGPSampler, good_group_size, trial_seed
+from search.sweeper import build_sampler
+from tests.conftest import composed
+from tests.test_configs import options
 
 
 def sampled_points(sampler: optuna.samplers.BaseSampler, n_trials: int) -> list[float]:
@@ -88,3 +93,48 @@ def test_a_pruned_trial_that_reported_nan_is_left_out_of_the_fit():
         )
     )
     assert 0 <= study.ask({"x": X}).params["x"] <= 1  # fitted, a NaN value would raise
+
+
+SPACE = {
+    "x": optuna.distributions.FloatDistribution(-5, 5),
+    "y": optuna.distributions.FloatDistribution(1e-3, 1, log=True),
+    "k": optuna.distributions.IntDistribution(1, 64),
+}
+
+
+def parameter_sets(sampler_name: str, build) -> list[tuple]:
+    """Two workers sharing a study from its start, then a resumed run; each process builds its own sampler."""
+    config = composed(f"hydra/sweeper/sampler={sampler_name}", "hydra.sweeper.sampler.seed=0").hydra.sweeper.sampler
+    storage = optuna.storages.InMemoryStorage()
+    optuna.create_study(storage=storage, study_name="s")
+    workers = [optuna.load_study(storage=storage, study_name="s", sampler=build(config)) for _ in range(2)]
+    for _ in range(4):  # each asks while the other's trial runs, as two processes do
+        running = [(study, study.ask(SPACE)) for study in workers]
+        for study, trial in running:
+            study.tell(trial, trial.params["x"] ** 2 + trial.params["y"])
+    resumed = optuna.load_study(storage=storage, study_name="s", sampler=build(config))
+    for _ in range(4):
+        trial = resumed.ask(SPACE)
+        resumed.tell(trial, trial.params["x"] ** 2 + trial.params["y"])
+    return [tuple(sorted(t.params.items())) for t in resumed.trials]
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("sampler_name", options("hydra/sweeper/sampler"))
+def test_a_seeded_sampler_repeats_no_parameter_set_across_workers_or_on_resume(sampler_name):
+    points = parameter_sets(sampler_name, build_sampler)
+    assert len(points) == 12 and len(set(points)) == 12
+
+
+def test_one_seed_per_process_would_repeat_them():  # what the test above guards against
+    points = parameter_sets("random", instantiate)
+    assert len(set(points)) == 4
+
+
+def test_a_seeded_study_is_reproducible():
+    assert parameter_sets("tpe", build_sampler) == parameter_sets("tpe", build_sampler)
+
+
+def test_the_trial_seeds_differ_by_trial_and_by_study_seed():
+    seeds = {trial_seed(seed, number) for seed in range(3) for number in range(100)}
+    assert len(seeds) == 300

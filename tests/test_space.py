@@ -156,3 +156,64 @@ def test_two_parameters_with_one_name_are_rejected():
     two = parse_parameter("p", {"key": "b", "type": "float", "low": 0, "high": 1})
     with pytest.raises(ConfigError, match="name 'p' is used by more than one parameter"):
         SearchSpace([one, two])
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {"key": "training.batch_size", "type": "categorical", "choices": [8, "16", None, 32.5]},
+            r"choice '16' is a string, but key 'training\.batch_size' holds an integer \(16\); give integers",
+        ),
+        (
+            {"key": "training.batch_size", "type": "categorical", "choices": [8, 32.5]},
+            r"choice 32\.5 is a number, but key 'training\.batch_size' holds an integer",
+        ),
+        (
+            {"key": "training.lr_schedule", "type": "categorical", "choices": ["linear", 3]},
+            r"choice 3 is an integer, but key 'training\.lr_schedule' holds a string \('linear'\); give strings",
+        ),
+        (
+            {"key": "training.lr_schedule", "type": "float", "low": 0, "high": 1},
+            r"key 'training\.lr_schedule' holds a string \('linear'\) but the parameter is numeric",
+        ),
+    ],
+)
+def test_values_must_be_of_the_kind_the_key_holds(spec, message):
+    config = OmegaConf.create({"training": {"batch_size": 16, "lr_schedule": "linear", "dropout": 0.1}})
+    with pytest.raises(ConfigError, match=message):
+        parse_search_space({"p": spec}).check_against(config)
+
+
+def test_integers_and_null_fit_a_number_key():
+    config = OmegaConf.create({"training": {"dropout": 0.1, "cap": 600}})
+    parse_search_space(
+        {
+            "d": {"key": "training.dropout", "type": "categorical", "choices": [0, 0.1, None]},
+            "c": {"key": "training.cap", "type": "categorical", "choices": [None, 600]},
+        }
+    ).check_against(config)
+
+
+def test_a_check_runs_on_every_value_the_space_can_give_and_names_the_one_it_refuses():
+    config = OmegaConf.create({"training": {"batch_size": 16, "dropout": 0.1}})
+    space = parse_search_space(
+        {
+            "batch": {"key": "training.batch_size", "type": "categorical", "choices": [8, 0, 32]},
+            "dropout": {"key": "training.dropout", "type": "float", "low": 0.0, "high": 0.5},
+        }
+    )
+    seen = []
+
+    def check(candidate):
+        seen.append((candidate.training.batch_size, candidate.training.dropout))
+        if candidate.training.batch_size < 1:
+            raise ConfigError(f"training.batch_size is {candidate.training.batch_size}; it must be >= 1")
+
+    with pytest.raises(ConfigError, match=r"^search space parameter 'batch' = 0: training\.batch_size is 0; "):
+        space.check_candidates(config, check)
+    assert seen == [(16, 0.1), (8, 0.1), (0, 0.1)]
+    seen.clear()
+    space.without_keys({"training.batch_size"}).check_candidates(config, check)
+    assert seen == [(16, 0.1), (16, 0.0), (16, 0.5)]
+    assert config.training == {"batch_size": 16, "dropout": 0.1}  # the config itself is left as it was

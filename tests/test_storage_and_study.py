@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -14,8 +16,10 @@ from optuna.trial import TrialState
 from sqlalchemy import text
 
 from search.errors import ConfigError, failure_reason
-from search.storage import LOST_WORKER, HeartbeatSettings, display_url, open_storage
+from search.progress import StudyView, top_trials_table
+from search.storage import LOST_WORKER, HeartbeatSettings, display_url, fail_lost_trials, open_storage
 from search.study import (
+    FAIL_REASON,
     INTERRUPTED_REASON,
     RETRY_OF,
     StudySpec,
@@ -24,10 +28,12 @@ from search.study import (
     fail_trial,
     open_study,
     requeue_interrupted,
+    state_counts,
 )
 from search.workers import ask_within_budget, budget_lock
 
 SPEC = StudySpec(name="s", direction="maximize", metric="accuracy", identity={"data": "sst2"})
+LOST_REASON = "lost: its worker stopped beating for 2 s (killed, or its machine was lost)"
 
 
 @pytest.fixture
@@ -39,6 +45,33 @@ def make_study(url: str, spec: StudySpec = SPEC) -> optuna.Study:
     return open_study(open_storage(url), url, spec, optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner())
 
 
+def damage(database: Path) -> None:
+    """Overwrite two pages in the middle of an SQLite file, as a disk error or a stray write would."""
+    middle = database.stat().st_size // 2 // 4096 * 4096
+    with database.open("r+b") as handle:
+        handle.seek(middle)
+        handle.write(b"\xff" * 8192)
+
+
+def add_trials(study: optuna.Study, n_trials: int) -> None:
+    space = {"x": FloatDistribution(0, 1)}
+    study.add_trials(
+        [optuna.trial.create_trial(params={"x": i / n_trials}, distributions=space, value=i) for i in range(n_trials)]
+    )
+
+
+def damaged_study(database: Path) -> str:
+    """An SQLite study of 100 complete trials, damaged in the middle; returns its URL."""
+    url = f"sqlite:///{database}"
+    add_trials(optuna.create_study(study_name="damaged", storage=url), 100)
+    damage(database)
+    return url
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_sqlite_file_and_its_folder_are_created(sqlite_url, tmp_path):
     study = make_study(sqlite_url)
     assert (tmp_path / "nested" / "folder" / "hps.db").is_file()
@@ -46,24 +79,32 @@ def test_sqlite_file_and_its_folder_are_created(sqlite_url, tmp_path):
     assert study.user_attrs["objective_identity"] == {"data": "sst2"}
 
 
+EXPECTED = "expected an SQLAlchemy URL such as"
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("not a url", "is not a database URL"),
-        ("nosuchdb://user@host/db", "cannot open storage 'nosuchdb://user@host/db'"),
-        ("sqlite://", "names no file"),
-        (
-            "postgresql+psycopg://user:secret@127.0.0.1:1/db",
-            "cannot open storage 'postgresql+psycopg://user:***@",
-        ),
+        ("not a url", f"storage 'not a url' is not a database URL; {EXPECTED}"),
+        ("nosuchdb://user@host/db", "cannot open storage 'nosuchdb://user@host/db': Can't load plugin: sqlalchemy"),
+        ("mysql://user@host/db", "cannot open storage 'mysql://user@host/db': its driver is not installed (No module"),
+        ("sqlite://", f"storage 'sqlite://' names no file; {EXPECTED}"),
     ],
 )
-def test_bad_storage_urls_are_one_line(url, message):
+def test_urls_that_do_not_parse_or_name_no_known_driver_are_one_line_with_what_is_expected(url, message):
     with pytest.raises(ConfigError) as error:
         open_storage(url)
-    assert message in str(error.value)
-    assert "secret" not in str(error.value)
-    assert "\n" not in str(error.value)
+    assert str(error.value).startswith(message)
+    assert EXPECTED in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_server_that_does_not_answer_is_named_with_its_address_and_the_password_masked():
+    with pytest.raises(ConfigError) as error:
+        open_storage("postgresql+psycopg://user:secret@127.0.0.1:1/db")
+    assert str(error.value) == (
+        "cannot open storage 'postgresql+psycopg://user:***@127.0.0.1:1/db': server unreachable at 127.0.0.1:1 "
+        "(Connection refused); is it running, and are host and port right?"
+    )
 
 
 def test_display_url_masks_the_password():
@@ -98,6 +139,10 @@ def test_interrupted_trials_do_not_spend_the_budget_and_are_requeued_once(sqlite
     interrupted = study.ask(distributions)
     fail_trial(study, interrupted, INTERRUPTED_REASON, interrupted=True)
     assert counted_trials(study) == 3
+    assert state_counts(study) == {"complete": 1, "pruned": 1, "failed": 1, "interrupted": 1}
+    assert top_trials_table(study, "accuracy").title.endswith("(1 pruned, 1 failed, 1 interrupted)")
+    info = StudyView(study, n_trials=5, done=3, metric="accuracy").progress.tasks[0].fields["info"]
+    assert info == "best accuracy 0.5000 (trial 0) · 1 pruned · 1 failed · 1 interrupted"
 
     assert requeue_interrupted(study, room=0) == []  # other workers spent the budget meanwhile
     assert requeue_interrupted(study, room=1) == [interrupted.number]
@@ -117,19 +162,26 @@ def test_a_lost_trial_is_failed_and_queued_again_once_and_the_budget_follows(sql
     lost = ask_within_budget(study, sqlite_url, 3, space, heartbeat)
     assert budget_spent(study) == 2 and counted_trials(study) == 1  # running trials spend the budget
     time.sleep(3)  # no heartbeat: its worker is gone
-    optuna.storages.fail_stale_trials(study)
+    fail_lost_trials(study)
     trials = study.get_trials()
     assert trials[lost.number].state == TrialState.FAIL
+    assert trials[lost.number].user_attrs[FAIL_REASON] == LOST_REASON
     assert trials[-1].state == TrialState.WAITING and trials[-1].params == lost.params
     assert trials[-1].user_attrs == {RETRY_OF: lost.number} and trials[-1].system_attrs[LOST_WORKER]
     assert budget_spent(study) == 1  # the lost trial no longer counts; its re-run will
+    assert state_counts(study) == {"complete": 1, "pruned": 0, "failed": 0, "interrupted": 1}
+    fail_lost_trials(study)  # another worker looking a moment later finds nothing more to fail or queue
+    assert len(study.get_trials()) == 3
 
     rerun = ask_within_budget(study, sqlite_url, 3, space, heartbeat)
     assert rerun.number == trials[-1].number and rerun.params == lost.params
     time.sleep(3)  # lost again: max_retry is 1, so no third run, and this failure counts
-    optuna.storages.fail_stale_trials(study)
-    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    fail_lost_trials(study)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL]
+    assert trials[-1].user_attrs[FAIL_REASON] == LOST_REASON
     assert counted_trials(study) == 2
+    assert state_counts(study) == {"complete": 1, "pruned": 0, "failed": 1, "interrupted": 1}
 
 
 def test_the_budget_lock_serialises_workers_on_sqlite(sqlite_url):
@@ -185,3 +237,40 @@ def test_a_failed_commit_is_stored_with_the_reason_the_database_gave():
         "StorageInternalError: An exception is raised during the commit. (from OperationalError: database is locked)"
     )
     assert failure_reason(ValueError("bad\nvalue")) == "ValueError: bad"
+
+
+def test_a_damaged_sqlite_file_is_refused_in_one_line_and_left_as_it_is(tmp_path):
+    database = tmp_path / "hps.db"
+    url = damaged_study(database)
+    before = digest(database)
+    with pytest.raises(ConfigError) as error:
+        open_storage(url)
+    message = str(error.value)
+    assert message.startswith(f"storage '{url}': the database file is damaged (SQLite's integrity check: Page ")
+    assert "btreeInitPage() returns error code 11" in message and "\n" not in message
+    assert message.endswith("); restore it from a backup, or use another database file")
+    assert digest(database) == before  # nothing wrote to it
+
+
+def test_a_file_that_is_no_database_is_refused_in_one_line(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_text("not a database\n" * 1000)
+    with pytest.raises(ConfigError, match=r"the database file is damaged \(SQLite's integrity check: file is not a da"):
+        open_storage(f"sqlite:///{text}", create=False)
+    assert text.read_text() == "not a database\n" * 1000
+
+
+def test_damage_met_after_opening_is_the_same_one_line(tmp_path):
+    database = tmp_path / "hps.db"
+    storage = open_storage(f"sqlite:///{database}")
+    study = optuna.create_study(study_name="s", storage=storage)
+    add_trials(study, 100)
+    with storage.engine.connect() as connection:  # the trials into the file itself, out of the write-ahead log
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    damage(database)  # while the storage is open: a disk error, a copy over the file
+    storage.engine.dispose()  # fresh connections read the file, as another process would
+    with pytest.raises(ConfigError) as error:
+        study.get_trials()
+    assert str(error.value).startswith(
+        f"storage 'sqlite:///{database}': the database file is damaged (SQLite's integrity check: Page "
+    )

@@ -58,6 +58,7 @@ def test_sweep_prunes_and_stores_each_trial_with_its_curve(studies):
     trials = study.get_trials()
     states = [t.state for t in trials]
     assert len(trials) == 8
+    assert "trial 0 · evaluation 1/4 · epoch 1/1 · loss " in result.stderr  # a redirected sweep says what it does
     assert TrialState.PRUNED in states and TrialState.COMPLETE in states
     assert study.metric_names == ["macro_f1"]
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -144,23 +145,35 @@ def test_experiment_sweep_gives_one_study_per_combination(studies, tmp_path):
 
 
 def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studies):
+    # Two ways to fail that no preflight can see: a loss that diverges, a model whose heads do not divide it.
     result = run_cli(
         *SMOKE,
-        "+search_space.schedule={key:training.lr_schedule,type:categorical,choices:[linear,no_such_schedule]}",
         "~search_space.learning_rate",
         "+search_space.lr={key:training.learning_rate,type:categorical,choices:[0.001,1.0e30]}",
+        "+search_space.hidden={key:model.config_overrides.hidden_size,type:categorical,choices:[32,33]}",
         studies=studies,
     )
     assert_ok(result)
     trials = load(studies).trials
     assert len(trials) == 8
     failed = {t.number: t.user_attrs[FAIL_REASON] for t in trials if t.state == TrialState.FAIL}
-    bad_schedule = [t.number for t in trials if t.params["schedule"] == "no_such_schedule"]
-    diverging = [t.number for t in trials if t.params["lr"] == 1e30 and t.params["schedule"] == "linear"]
-    assert bad_schedule and diverging
-    assert set(failed) == set(bad_schedule) | set(diverging)
-    assert all("no_such_schedule" in failed[n] for n in bad_schedule)
+    odd_model = [t.number for t in trials if t.params["hidden"] == 33]
+    diverging = [t.number for t in trials if t.params["lr"] == 1e30 and t.params["hidden"] == 32]
+    assert odd_model and diverging
+    assert set(failed) == set(odd_model) | set(diverging)
+    assert all("hidden size (33) is not a multiple of the number of attention heads" in failed[n] for n in odd_model)
     assert all(failed[n].startswith("FloatingPointError: training loss became") for n in diverging)
+    assert "Traceback" not in result.stderr
+
+
+def test_a_sweep_whose_first_trials_all_fail_alike_stops_with_the_reason(studies):
+    result = run_cli(
+        *SMOKE, "search_space.learning_rate.low=1e30", "search_space.learning_rate.high=1e31", studies=studies
+    )
+    assert result.returncode == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "the first 3 trials of study 'smoke' all failed alike (FloatingPointError: training loss became" in error
+    assert [t.state for t in load(studies).trials] == [TrialState.FAIL] * 3  # not the whole budget of 8
     assert "Traceback" not in result.stderr
 
 
@@ -183,7 +196,7 @@ def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studie
         ),
         (
             ["search_space.freeze_layers.high=5"],
-            "values [0, 5] are not all integers 0..2; model 'tiny-bert-random' has 2 encoder layers",
+            "'freeze_layers' = 5: training.freeze_layers is 5; allowed: integers 0..2 (model 'tiny-bert-random' has 2",
         ),
         (["hydra.sweeper.n_trials=0"], "n_trials is 0; it must be a positive integer"),
         (["hydra.sweeper.warm_start={study:nope}"], "hydra.sweeper.warm_start.study: no study 'nope' in sqlite:///"),
@@ -194,6 +207,28 @@ def test_failed_trials_are_stored_with_their_reason_and_the_study_goes_on(studie
         (
             ["hydra.sweeper.sampler._target_=optuna.samplers.NoSuch"],
             "cannot build the sampler 'optuna.samplers.NoSuch'",
+        ),
+        (
+            ["hydra.sweeper.sampler.seed=1.5"],
+            "hydra.sweeper.sampler.seed is 1.5; allowed: a whole number >= 0, or null",
+        ),
+        (["hydra.sweeper.fail_fast=0"], "hydra.sweeper.fail_fast is 0; allowed: a whole number >= 1, or null"),
+        (
+            ["hydra.sweeper.direction=[maximize,minimize]"],
+            "hydra.sweeper.direction is ['maximize', 'minimize']; allowed: maximize, minimize (one objective",
+        ),
+        (["training.lr_schedule=cosinus"], "training.lr_schedule is 'cosinus'; allowed: linear, cosine,"),
+        (
+            ["+search_space.schedule={key:training.lr_schedule,type:categorical,choices:[linear,cosinus]}"],
+            "search space parameter 'schedule' = 'cosinus': training.lr_schedule is 'cosinus'; allowed: linear",
+        ),
+        (
+            ['search_space.batch_size.choices=[8,"16",null,32.5]'],
+            "parameter 'batch_size': choice '16' is a string, but key 'training.batch_size' holds an integer (16)",
+        ),
+        (
+            ["search_space.batch_size.choices=[8,null]"],
+            "parameter 'batch_size' = None: training.batch_size is None; it must be an integer >= 1",
         ),
     ],
 )
@@ -232,6 +267,10 @@ def test_one_training_run_without_a_study(studies):
     result = run_cli("experiment=smoke", studies=studies)
     assert_ok(result)
     assert "macro_f1 on validation:" in result.stderr
+    # the output is not a terminal: each evaluation prints a line instead of redrawing a progress row
+    evaluations = [line for line in result.stderr.splitlines() if line.startswith("training · evaluation ")]
+    assert [line.split(" · ")[1] for line in evaluations] == [f"evaluation {k}/4" for k in range(1, 5)]
+    assert all("macro_f1 0." in line and "loss " in line for line in evaluations)
     assert not (studies / "hps.db").exists()
     bad = run_cli("experiment=smoke", "data.dir=/nonexistent", studies=studies)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: data 'tweet_eval_emotion'")

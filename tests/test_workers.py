@@ -22,10 +22,12 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from search import workers
+from search.errors import ConfigError
 from search.storage import LOST_WORKER, RETRY_OF, HeartbeatSettings, open_storage
-from search.study import INTERRUPTED, counted_trials, requeue_interrupted
+from search.study import FAIL_REASON, INTERRUPTED, counted_trials, requeue_interrupted, state_counts
 from search.workers import WORKER
 from tests.conftest import REPO
+from tests.test_storage_and_study import damaged_study, digest
 
 POSTGRES = os.environ.get("HPS_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/test")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -145,6 +147,9 @@ def test_a_killed_worker_s_trial_fails_and_runs_again_and_the_study_completes(ba
         trials = study.get_trials()
         lost = trials[number]
         assert lost.state == TrialState.FAIL
+        assert (
+            lost.user_attrs[FAIL_REASON] == "lost: its worker stopped beating for 3 s (killed, or its machine was lost)"
+        )
         (rerun,) = [t for t in trials if t.user_attrs.get(RETRY_OF) == number]
         assert rerun.params == lost.params and rerun.state == TrialState.COMPLETE
         assert rerun.system_attrs[LOST_WORKER] and rerun.system_attrs["failed_trial"] == number
@@ -152,6 +157,7 @@ def test_a_killed_worker_s_trial_fails_and_runs_again_and_the_study_completes(ba
         assert counted_trials(study) == 8  # the lost trial does not spend the budget; its re-run does
         assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         assert [t.state for t in trials].count(TrialState.FAIL) == 1
+        assert state_counts(study) == {"complete": 8, "pruned": 0, "failed": 0, "interrupted": 1}
     finally:
         if backend == "postgresql":
             optuna.delete_study(study_name=study_name, storage=storage)
@@ -175,6 +181,35 @@ def test_bad_worker_settings_are_one_line(override, message, tmp_path):
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 2
     assert output.strip() == output.strip().splitlines()[0] and output.startswith(message), output
+
+
+def test_a_sweep_on_a_damaged_database_stops_in_one_line_and_leaves_it_as_it_is(tmp_path):
+    database = tmp_path / "hps.db"
+    url = damaged_study(database)
+    before = digest(database)
+    process = worker(tmp_path, url, "damaged", "hydra.sweeper.n_trials=200")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 2, output
+    assert output.startswith(f"error: storage '{url}': the database file is damaged (SQLite's integrity check: Page ")
+    assert output.count("\n") == 1 and "restore it from a backup, or use another database file" in output
+    assert digest(database) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"database": "no_such_db"}, "database 'no_such_db' does not exist on {server}; create it"),
+        ({"username": "no_such_role"}, "authentication failed for user 'no_such_role' at {server} (role "),
+    ],
+)
+def test_a_postgres_refusal_says_what_failed_without_the_url_hint(postgres, change, message):
+    parsed = sqlalchemy.make_url(postgres)
+    url = parsed.set(**change).render_as_string(hide_password=False)
+    with pytest.raises(ConfigError) as error:
+        open_storage(url)
+    server = f"{parsed.host}:{parsed.port or 5432}"
+    assert str(error.value).startswith(f"cannot open storage '{url}': {message.format(server=server)}")
+    assert "expected" not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_storage_from_the_environment_with_its_password_masked(postgres, study_name, tmp_path):
