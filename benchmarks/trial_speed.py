@@ -2,13 +2,15 @@
 
 Every row trains the same model (MiniLM), on the same data (TweetEval emotion: 600 training, 374 validation
 tweets), with the same hyperparameters, seed and thread count, for freeze_layers 0, 3 and 6, and evaluates
-once at the end. It prints training examples/s (optimisation only, evaluation excluded), the wall time of the
-whole trial (model load, tokenising, cache building, training, evaluation) and the validation macro-F1, with
-ratios against HF Trainer as a user would run it (defaults, random sampling)::
+once at the end, on the CPU (``--device cuda`` on a GPU), in each ``--precision`` (fp32, bf16 autocast). It
+prints training examples/s (optimisation only, evaluation excluded), the wall time of the whole trial (model
+load, tokenising, cache building, training, evaluation) and the validation macro-F1, with ratios against HF
+Trainer in the same precision as a user would run it (defaults, random sampling), then ours in each precision
+against ours in fp32::
 
     pip install -e '.[bench]'                 # accelerate, which HF Trainer needs
-    python benchmarks/trial_speed.py          # about 12 minutes on 2 cores
-    python benchmarks/trial_speed.py --freeze 6 --epochs 1
+    python benchmarks/trial_speed.py          # about 25 minutes on 2 cores
+    python benchmarks/trial_speed.py --freeze 0 --precision fp32 bf16 --epochs 1
 
 Our rows: "ours, plain" (shuffled batches, whole model every step), "+ grouping" (length-grouped batches),
 "+ cache" (frozen-bottom features computed once; k > 0), "ours, all on" (the defaults). The feature cache of
@@ -30,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from objectives.data import load_splits, tokenize
+from objectives.device import placement
 from objectives.finetune import fine_tune
 from objectives.metrics import metric_function
 from objectives.model import freeze_bottom, load_classifier, load_tokenizer
@@ -45,9 +48,13 @@ VARIANTS = {  # row -> (group_by_length, feature_cache)
 }
 
 
-def config(run: argparse.Namespace, freeze: int, folder: Path, grouping: bool, cache: bool) -> DictConfig:
+def config(
+    run: argparse.Namespace, freeze: int, precision: str, folder: Path, grouping: bool, cache: bool
+) -> DictConfig:
     """The task config for one run, with Hydra's runtime set as a job would have it."""
     overrides = [
+        f"training.device={run.device}",
+        f"training.precision={precision}",
         f"training.freeze_layers={freeze}",
         f"training.num_epochs={run.epochs}",
         "training.evals_per_epoch=1",
@@ -112,7 +119,8 @@ def hf_arguments(training: DictConfig, output_dir: Path, **changes: object) -> t
 
 
 def hf_trainer(cfg: DictConfig, folder: Path, strategy: str) -> tuple[float, float, float]:
-    """The same run with ``transformers.Trainer``: same data, model, freezing, optimiser settings and seed."""
+    """The same run with ``transformers.Trainer``: same data, model, freezing, optimiser settings, seed, device
+    and precision (its own bf16 autocast)."""
     started = time.perf_counter()
     training = cfg.training
     torch.set_num_threads(training.threads)
@@ -120,13 +128,21 @@ def hf_trainer(cfg: DictConfig, folder: Path, strategy: str) -> tuple[float, flo
     transformers.set_seed(training.seed)
     classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout)
     freeze_bottom(classifier, cfg.model, training.freeze_layers)
-    arguments = hf_arguments(training, folder / "hf", train_sampling_strategy=strategy)
+    place = placement(training)
+    arguments = hf_arguments(
+        training,
+        folder / "hf",
+        train_sampling_strategy=strategy,
+        use_cpu=place.device.type == "cpu",
+        bf16=place.precision == "bf16",
+        fp16=place.precision == "fp16",
+    )
     collate = transformers.DataCollatorWithPadding(tokenizer)
     trainer = transformers.Trainer(
         model=classifier, args=arguments, train_dataset=train_set, data_collator=collate, processing_class=tokenizer
     )
     metrics = trainer.train().metrics
-    value = metric_function(cfg.data.metric)(*predict(classifier, validation_set, collate))
+    value = metric_function(cfg.data.metric)(*predict(classifier, validation_set, collate, place))
     return metrics["train_samples_per_second"], time.perf_counter() - started, value
 
 
@@ -136,29 +152,48 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     arguments = parser.parse_args()
     transformers.logging.set_verbosity_error()
     print(
-        f"MiniLM on TweetEval emotion, 600 training examples, {arguments.epochs} epoch(s), {arguments.threads} threads"
+        f"MiniLM on TweetEval emotion, 600 training examples, {arguments.epochs} epoch(s), {arguments.threads} "
+        f"threads, {arguments.device}"
     )
-    print(f"{'freeze':>6}  {'run':<24} {'train ex/s':>10} {'vs HF':>7} {'wall s':>7} {'vs HF':>7} {'macro-F1':>9}")
+    print(
+        f"{'freeze':>6}  {'precision':<9} {'run':<28} {'train ex/s':>10} {'vs HF':>7} {'wall s':>7} {'vs HF':>7} "
+        f"{'macro-F1':>9}"
+    )
     for freeze in arguments.freeze:
         folder = Path(tempfile.mkdtemp(prefix=f"hps-speed-{freeze}-"))
-        rows: list[tuple[str, tuple[float, float, float]]] = []
-        base = config(arguments, freeze, folder, False, False)
-        rows.append(("HF Trainer", hf_trainer(base, folder, "random")))
-        rows.append(("HF Trainer, group_by_length", hf_trainer(base, folder, "group_by_length")))
-        for name, (grouping, cache) in VARIANTS.items():
-            if cache and freeze == 0:
-                continue  # nothing frozen, nothing to cache
-            rows.append((name, ours(config(arguments, freeze, folder, grouping, cache))))
-        speed, wall, _ = rows[0][1]
-        for name, (examples_per_s, seconds, metric) in rows:
-            print(
-                f"{freeze:>6}  {name:<24} {examples_per_s:>10.1f} {examples_per_s / speed:>6.2f}x "
-                f"{seconds:>7.1f} {wall / seconds:>6.2f}x {metric:>9.4f}",
-                flush=True,
-            )
+        defaults: dict[str, tuple[str, tuple[float, float, float]]] = {}  # precision -> our last row
+        for precision in arguments.precision:
+            rows: list[tuple[str, tuple[float, float, float]]] = []
+            base = config(arguments, freeze, precision, folder, False, False)
+            rows.append(("HF Trainer", hf_trainer(base, folder, "random")))
+            rows.append(("HF Trainer, group_by_length", hf_trainer(base, folder, "group_by_length")))
+            for name in arguments.variants:
+                grouping, cache = VARIANTS[name]
+                if cache and freeze == 0:
+                    continue  # nothing frozen, nothing to cache
+                rows.append((name, ours(config(arguments, freeze, precision, folder, grouping, cache))))
+            defaults[precision] = rows[-1]
+            speed, wall, _ = rows[0][1]
+            for name, (examples_per_s, seconds, metric) in rows:
+                print(
+                    f"{freeze:>6}  {precision:<9} {name:<28} {examples_per_s:>10.1f} {examples_per_s / speed:>6.2f}x "
+                    f"{seconds:>7.1f} {wall / seconds:>6.2f}x {metric:>9.4f}",
+                    flush=True,
+                )
+        if "fp32" in defaults and len(defaults) > 1:
+            speed, wall, value = defaults["fp32"][1]
+            for precision, (name, (examples_per_s, seconds, metric)) in defaults.items():
+                print(
+                    f"{freeze:>6}  {precision:<9} {name + ' vs its fp32':<28} "
+                    f"{examples_per_s / speed:>9.2f}x {'':>7} {wall / seconds:>6.2f}x {metric - value:>+9.4f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

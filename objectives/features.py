@@ -4,7 +4,8 @@ With the embeddings and the bottom k encoder layers frozen (and, as always here,
 what they output for an example never changes while the top trains. :func:`cached_features` computes it once
 per (model weights, k, tokenised data) and stores it on disk: every token's hidden state in one float32 array,
 memory-mapped (4 x hidden_size bytes per token: 23 MB for 600 tweets with MiniLM), plus each example's
-length and label. Trials with that k then train :class:`TopLayers` (encoder layers k.., pooler, dropout, head)
+length and label. It is computed on the run's device in fp32 whatever the run's precision, so one cache serves
+every precision. Trials with that k then train :class:`TopLayers` (encoder layers k.., pooler, dropout, head)
 on padded batches of cached states: the same logits as the whole model, to float rounding, and the same
 dropout draws, so the same training. Workers on one machine share the cache folder; a cache is written to a
 temporary folder and renamed into place, so a reader never sees half of one.
@@ -167,9 +168,10 @@ def _write(
         scratch / "hidden.npy", mode="w+", dtype=np.float32, shape=(int(offsets[-1]), base.config.hidden_size)
     )
     embeddings, layers = bottom[0], bottom[1:]
+    device = next(embeddings.parameters()).device  # the run's: the bottom runs once, where the model is
     for start in range(0, len(order), BATCH_SIZE):
         indices = order[start : start + BATCH_SIZE].tolist()
-        batch = collate(table.select(indices).to_list())
+        batch = {key: tensor.to(device) for key, tensor in collate(table.select(indices).to_list()).items()}
         states = embeddings(input_ids=batch["input_ids"], token_type_ids=batch.get("token_type_ids"))
         mask = create_bidirectional_mask(
             config=base.config, inputs_embeds=states, attention_mask=batch["attention_mask"]
@@ -177,7 +179,7 @@ def _write(
         for layer in layers:
             states = layer(states, mask)
         for row, index in enumerate(indices):
-            hidden[offsets[index] : offsets[index + 1]] = states[row, : lengths[index]].numpy()
+            hidden[offsets[index] : offsets[index + 1]] = states[row, : lengths[index]].float().cpu().numpy()
     hidden.flush()
     np.save(scratch / "lengths.npy", np.asarray(lengths, dtype=np.int64))
     np.save(scratch / "labels.npy", np.asarray(table["labels"], dtype=np.int64))

@@ -30,6 +30,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from objectives.data import load_splits, tokenize
+from objectives.device import (
+    OutOfMemory,
+    Placement,
+    peak_cuda_memory_mb,
+    peak_rss_mb,
+    placement,
+    release_memory,
+    rss_mb,
+)
 from objectives.features import TopLayers, cached_features, pad_features
 from objectives.metrics import metric_function
 from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
@@ -54,6 +63,9 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         raise ConfigError("production.enabled is true inside a study; production training runs on its own")
     training = _production_training(cfg) if production else cfg.training
     check_training(training)
+    place = placement(training)
+    if place.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(place.device)  # cuda_peak_mb is this run's, not the process's
     threads = training.threads or threads_per_worker()
     torch.set_num_threads(threads)
     metric = (cfg.data.metric, metric_function(cfg.data.metric))
@@ -68,18 +80,23 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     transformers.set_seed(training.seed)  # before the new head is initialised
     classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout, splits.label_names)
     frozen = freeze_bottom(classifier, cfg.model, training.freeze_layers)
+    classifier.to(place.device)
     hydra_config = HydraConfig.get()
     log.info(
-        "fine-tuning %s on %s: %d training and %d validation examples, %d threads",
+        "fine-tuning %s on %s: %d training and %d validation examples, %s in %s, %d threads",
         cfg.model.name,
         cfg.data.name,
         len(train_set),
         len(validation_set) if validation_set is not None else 0,
+        place.device_name,
+        place.precision,
         threads,
     )
+    config = OmegaConf.to_container(cfg, resolve=False) | {"trial": None}
+    config["training"]["precision"] = place.precision  # pinned: production training reproduces the trial's
     link.set_records(
         # Unresolved, as Hydra composed it: portable (paths and the model folder stay interpolations).
-        config=OmegaConf.to_container(cfg, resolve=False) | {"trial": None},
+        config=config,
         # The command-line overrides that rebuild this config from conf/ on any machine.
         overrides=[o for o in hydra_config.overrides.task if not o.startswith(("++trial=", "trial="))],
         versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
@@ -87,6 +104,8 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     link.set_user_attrs(
         seed=training.seed,
         threads=threads,
+        device=place.device_name,
+        precision=place.precision,
         output_dir=hydra_config.runtime.output_dir,
         train_examples=len(train_set),
     )
@@ -119,19 +138,26 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     try:
         with training_progress(f"trial {link.number}" if link.in_study else "training") as progress:
             result = train(
-                model, frozen, train_data, validation_data, batches, training, metric, on_evaluation, progress
+                model, frozen, train_data, validation_data, batches, training, metric, on_evaluation, progress, place
             )
         result.model = classifier
         if production:
             folder = Path(hydra_config.runtime.output_dir)
-            save_production(cfg, training, result, tokenizer, test_set, collate, folder)
+            save_production(cfg, training, result, tokenizer, test_set, collate, folder, place)
         return result
+    except torch.OutOfMemoryError:  # CUDA's; the host's ends the process or raises MemoryError
+        raise OutOfMemory(place, training) from None
+    except MemoryError:
+        raise OutOfMemory(place, training) from None
     finally:
         last = curve[-1] if curve else None
         link.set_records(curve=[evaluation.as_dict() for evaluation in curve])
         link.set_user_attrs(
             wall_time_s=round(time.perf_counter() - started, 3),
             train_examples_per_s=round(last.examples_seen / last.train_seconds, 2) if last else None,
+            max_rss_mb=peak_rss_mb(),
+            rss_mb=rss_mb(),
+            cuda_peak_mb=peak_cuda_memory_mb(place.device),
         )
         if last is not None:
             run_files(cfg, link, curve, splits.label_names, Path(hydra_config.runtime.output_dir))
@@ -176,10 +202,11 @@ def save_production(
     test_set: Dataset | None,
     collate: transformers.DataCollatorWithPadding,
     folder: Path,
+    place: Placement,
 ) -> None:
     """Evaluate once on the test split; save the model folder, ``metrics.json`` and ``config.yaml``."""
     metric_name = cfg.data.metric
-    test_value = metric_function(metric_name)(*predict(result.model, test_set, collate)) if test_set else None
+    test_value = metric_function(metric_name)(*predict(result.model, test_set, collate, place)) if test_set else None
     result.model.save_pretrained(folder / "model")
     tokenizer.save_pretrained(folder / "model")
     metrics = {
@@ -199,7 +226,7 @@ def save_production(
 
 def preflight(cfg: DictConfig, space: SearchSpace) -> None:
     """Check, before any trial runs, everything a trial would otherwise fail on: data, model, metric, and the
-    training settings with every value the search space can give them."""
+    training settings (device and precision included) with every value the search space can give them."""
     metric_function(cfg.data.metric)
     load_splits(cfg.data)
     load_tokenizer(cfg.model)
@@ -207,6 +234,7 @@ def preflight(cfg: DictConfig, space: SearchSpace) -> None:
 
     def check(candidate: DictConfig) -> None:
         check_training(candidate.training)
+        placement(candidate.training)
         check_freeze_layers(candidate.training.freeze_layers, depth, cfg.model.name)
 
     space.check_candidates(cfg, check)
@@ -216,7 +244,10 @@ def preflight(cfg: DictConfig, space: SearchSpace) -> None:
 def main(cfg: DictConfig) -> float:
     link = TrialLink.from_config(cfg)
     if link.in_study:  # any failure is stored with the trial by the sweeper
-        return fine_tune(cfg, link).metric
+        try:
+            return fine_tune(cfg, link).metric
+        finally:  # the next trial of this worker starts from what the last one held
+            release_memory()
     with exit_on_config_error():
         try:
             result = fine_tune(cfg, link)

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from objectives.batching import LengthGroupedBatches
+from objectives.device import CPU_FP32, Placement
 from objectives.features import FeatureTable, example_lengths
 from search.errors import ConfigError
 from search.progress import TrainingProgress
@@ -102,11 +103,13 @@ def train(
     metric: tuple[str, Callable[[np.ndarray, np.ndarray], float]],
     on_evaluation: Callable[[Evaluation], None],
     progress: TrainingProgress,
+    placement: Placement = CPU_FP32,
 ) -> TrainResult:
     """Fine-tune ``classifier`` as ``training`` says; ``on_evaluation`` may raise to stop (pruning).
 
     ``classifier`` is the whole model on tokenised tables, or its :class:`~objectives.features.TopLayers` on
-    cached features of the frozen bottom; ``collate`` makes batches of either.
+    cached features of the frozen bottom; ``collate`` makes batches of either. It trains on ``placement``'s
+    device, forward passes autocast to its precision.
 
     Without a ``validation_set`` (production training on train + validation) nothing is evaluated.
     """
@@ -118,6 +121,8 @@ def train(
         loader = DataLoader(
             train_set, batch_size=training.batch_size, shuffle=True, collate_fn=collate, generator=generator
         )
+    classifier.to(placement.device)
+    scaler = placement.gradient_scaler()
     trainable = [p for p in classifier.parameters() if p.requires_grad]
     no_decay = {id(p) for name, p in classifier.named_parameters() if name.endswith("bias") or "LayerNorm" in name}
     optimizer = torch.optim.AdamW(
@@ -149,13 +154,22 @@ def train(
         _train_mode(classifier, frozen)
         started = time.perf_counter()
         for batch in loader:
+            batch = {key: tensor.to(placement.device) for key, tensor in batch.items()}
             labels = batch.pop("labels")
-            loss = loss_function(classifier(**batch).logits, labels)
+            with placement.autocast():
+                loss = loss_function(classifier(**batch).logits.float(), labels)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss.item()} at step {step + 1}")
-            loss.backward()
-            nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
-            optimizer.step()
+            if scaler is None:
+                loss.backward()
+                nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
+                optimizer.step()
+            else:  # fp16: scale the loss so small gradients do not underflow, unscale before clipping
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step, examples = step + 1, examples + len(labels)
@@ -163,7 +177,7 @@ def train(
             progress.step(step, epoch, loss_sum / loss_count)
             if step in evaluate_after:
                 train_seconds += time.perf_counter() - started
-                labels, predictions = predict(classifier, validation_set, collate)
+                labels, predictions = predict(classifier, validation_set, collate, placement)
                 evaluation = Evaluation(
                     step=evaluate_after[step],
                     epoch=step / len(loader),
@@ -185,15 +199,20 @@ def train(
 
 @torch.no_grad()
 def predict(
-    classifier: nn.Module, table: Dataset | FeatureTable, collate: Callable[[list], dict]
+    classifier: nn.Module,
+    table: Dataset | FeatureTable,
+    collate: Callable[[list], dict],
+    placement: Placement = CPU_FP32,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predicted labels) over ``table``, batched by similar length to cut padding."""
+    """(labels, predicted labels) over ``table``, batched by similar length to cut padding, on ``placement``."""
     classifier.eval()
     by_length = np.argsort(example_lengths(table), kind="stable").tolist()
     labels, predictions = [], []
     for batch in DataLoader(table, batch_size=EVAL_BATCH_SIZE, sampler=by_length, collate_fn=collate):
         labels.append(batch.pop("labels").numpy())
-        predictions.append(classifier(**batch).logits.argmax(dim=-1).numpy())
+        with placement.autocast():
+            logits = classifier(**{key: tensor.to(placement.device) for key, tensor in batch.items()}).logits
+        predictions.append(logits.argmax(dim=-1).cpu().numpy())
     return np.concatenate(labels), np.concatenate(predictions)
 
 

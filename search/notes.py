@@ -69,6 +69,9 @@ def record_setup(study: optuna.Study, setup: Mapping[str, Any]) -> None:
     optuna_dashboard.save_note(study, setup_markdown(study.study_name, setup))
 
 
+_PEAKS = (("max_rss_mb", "host"), ("cuda_peak_mb", "GPU"))
+
+
 def trial_markdown(trial: FrozenTrial, metric: str) -> str:
     """How the trial ended, in one paragraph."""
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
@@ -81,7 +84,13 @@ def trial_markdown(trial: FrozenTrial, metric: str) -> str:
     else:
         reason = trial.user_attrs.get(FAIL_REASON)
         text = f"**{trial.state.name.lower()}**" + (f": {reason}" if reason else "")
-    text += f"; {seconds:.1f} s."
+    text += f"; {seconds:.1f} s"
+    attrs = trial.user_attrs
+    if "device" in attrs:  # what the objective recorded of its hardware (fine-tuning does)
+        text += f" on {attrs['device']} in {attrs.get('precision')}"
+        peaks = [f"{attrs[key]:.0f} MB {what}" for key, what in _PEAKS if attrs.get(key) is not None]
+        text += f", peak memory {', '.join(peaks)}" if peaks else ""
+    text += "."
     origin = trial.user_attrs.get(WARM_START_FROM)
     if origin is not None:
         text += f" Warm start from {origin}."

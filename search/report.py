@@ -182,19 +182,25 @@ def _cell(value: object) -> str:
     return html.escape(str(value))
 
 
+HARDWARE_ATTRS = ("device", "precision", "max_rss_mb", "cuda_peak_mb")  # user attributes fine-tuning records
+
+
 def _top_trials(study: optuna.Study, limit: int = 10) -> str:
-    """The best complete trials as a table: rank, trial, value, each parameter, seconds."""
+    """The best complete trials as a table: rank, trial, value, each parameter, seconds, and where each trained
+    (device, precision, peak memory) when its objective recorded it."""
     ranked = ranked_complete_trials(study)[:limit]
     if not ranked:
         return "<h2>top trials</h2><p>No complete trial yet.</p>"
     metric = (study.metric_names or ["value"])[0]
     names = sorted({name for trial in ranked for name in trial.params})
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["rank", "trial", metric, *names, "seconds"])
+    hardware = [key for key in HARDWARE_ATTRS if any(trial.user_attrs.get(key) is not None for trial in ranked)]
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["rank", "trial", metric, *names, "seconds", *hardware])
     rows = []
     for rank, trial in enumerate(ranked, start=1):
         seconds = trial.duration.total_seconds() if trial.duration else float("nan")
         cells = [rank, trial.number, f"{trial.value:.4f}", *(format_value(trial.params.get(n)) for n in names)]
-        rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in [*cells, f"{seconds:.1f}"]))
+        cells += [f"{seconds:.1f}", *(format_value(trial.user_attrs.get(key)) for key in hardware)]
+        rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in cells))
     body = "".join(f"<tr>{row}</tr>" for row in rows)
     return f"<h2>top trials</h2><table class='trials'><tr>{head}</tr>{body}</table>"
 

@@ -53,7 +53,16 @@ from search.space import (
     parse_search_space,
     parse_sweeper_params,
 )
-from search.storage import STORAGE_ENV, default_storage, display_url, fail_lost_trials, has_password, open_storage
+from search.storage import (
+    FAIL_REASON,
+    STORAGE_ENV,
+    RetryLostTrial,
+    default_storage,
+    display_url,
+    fail_lost_trials,
+    has_password,
+    open_storage,
+)
 from search.study import (
     DIRECTIONS,
     INTERRUPTED_REASON,
@@ -72,6 +81,7 @@ from search.workers import (
     LocalWorkers,
     ask_within_budget,
     budget_lock,
+    check_worker_settings,
     heartbeat_settings,
     in_worker_pool,
     quiet_optuna_notices,
@@ -106,7 +116,8 @@ class PruningSweeper(Sweeper):
 
     ``direction`` and ``n_jobs`` keep their Hydra Optuna sweeper meaning: a direction overrides
     ``objective.direction``; ``n_jobs`` is the number of workers on this machine (this process and
-    ``n_jobs - 1`` copies of the same command, :mod:`search.workers`), each running one trial at a time.
+    ``n_jobs - 1`` copies of the same command, :mod:`search.workers`), each running one trial at a time;
+    ``auto`` is one per visible GPU times ``trials_per_device`` (1 without a GPU), each on its own GPU.
     """
 
     def __init__(
@@ -120,7 +131,8 @@ class PruningSweeper(Sweeper):
         preflight: str | None = None,
         top_k: int = 10,
         direction: str | None = None,
-        n_jobs: int = 1,
+        n_jobs: int | str = 1,
+        trials_per_device: int = 1,
         warm_start: DictConfig | None = None,
         artifact_dir: str | None = None,
         heartbeat: DictConfig | None = None,
@@ -139,6 +151,7 @@ class PruningSweeper(Sweeper):
         self.top_k = top_k
         self.direction = direction
         self.n_jobs = n_jobs
+        self.trials_per_device = trials_per_device
         self.warm_start_config = warm_start
         self.fail_fast = fail_fast
         self.allow_space_change = allow_space_change
@@ -161,8 +174,7 @@ class PruningSweeper(Sweeper):
                     )
                 if not isinstance(self.n_trials, int) or self.n_trials < 1:
                     raise ConfigError(f"hydra.sweeper.n_trials is {self.n_trials!r}; it must be a positive integer")
-                if not is_whole_number(self.n_jobs, 1):
-                    raise ConfigError(f"hydra.sweeper.n_jobs is {self.n_jobs!r}; it must be a positive integer")
+                check_worker_settings(self.n_jobs, self.trials_per_device)
                 if self.fail_fast is not None and not is_whole_number(self.fail_fast, 1):
                     raise ConfigError(
                         f"hydra.sweeper.fail_fast is {self.fail_fast!r}; allowed: a whole number >= 1, or null"
@@ -181,11 +193,16 @@ class PruningSweeper(Sweeper):
                         highlight=False,
                         markup=False,
                     )
+                # Resolves n_jobs (auto) and sets this worker's CUDA_VISIBLE_DEVICES before a preflight may
+                # initialise CUDA; the children start only once every experiment is checked (below).
+                local_workers = LocalWorkers(
+                    self.n_jobs, Path(str(self.config.hydra.sweep.dir)) / "workers", self.trials_per_device
+                )
                 experiments, command_line_space, fixed_keys = self._plan(arguments)
                 # Check every experiment and its study before the first trial, so that bad input never waits
                 # behind hours of work.
                 plans = [self._prepare(experiment, command_line_space, fixed_keys) for experiment in experiments]
-                with LocalWorkers(self.n_jobs, Path(str(self.config.hydra.sweep.dir)) / "workers") as workers:
+                with local_workers as workers:
                     for plan in plans:
                         self._run_study(plan)
                     workers.wait()
@@ -352,9 +369,16 @@ class PruningSweeper(Sweeper):
             view.progress.stop()
             console.print(f"trial {trial.number} stored as FAIL (interrupted); a resumed study re-runs it first")
             raise
-        except Exception as error:  # the launcher itself broke: no trial is left RUNNING
-            fail_trial(study, trial, failure_reason(error))
-            raise
+        except Exception as error:
+            reason = lost_job_reason(error)
+            if reason is None:  # the launcher itself broke: no trial is left RUNNING
+                fail_trial(study, trial, failure_reason(error))
+                raise
+            # The job's process died (killed, out of memory or time, its node lost): like a lost worker's trial,
+            # it is failed and queued again with the same parameters (max_retry times), and the sweep goes on.
+            frozen, note = fail_trial(study, trial, reason), reason
+            if frozen.user_attrs.get(FAIL_REASON) == reason:  # not failed (and re-queued) by another worker first
+                RetryLostTrial(self.heartbeat.max_retry if self.heartbeat is not None else 1)(study, frozen)
         retry_of = frozen.user_attrs.get(RETRY_OF)
         if retry_of is not None:
             note = f"(re-run of trial {retry_of}) {note}"
@@ -386,6 +410,23 @@ def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[
         reason = f"the task returned {value!r}, not a finite number"
         return fail_trial(study, trial, reason), reason
     return study.tell(trial, float(value), skip_if_finished=True), ""
+
+
+def lost_job_reason(error: Exception) -> str | None:
+    """The fail reason when the launcher says the job ended without a result; None for any other error.
+
+    Submitit (``hydra/launcher=submitit_local`` / ``submitit_slurm``) raises ``UncompletedJobError`` for a job
+    that wrote no result: its process was killed (``kill -9``, out of memory, a scheduler's cancel or time
+    limit) or its node was lost. ``FailedJobError``, its subclass, is the job's own code raising: not lost.
+    """
+    try:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+    except ImportError:
+        return None
+    if not isinstance(error, UncompletedJobError) or isinstance(error, FailedJobError):
+        return None
+    said = " ".join(str(error).splitlines()[:2])  # Job <id> (task: 0) with path <result> has not produced ...
+    return f"lost: its job ended without a result (killed, out of memory or time, or its node lost): {said}"
 
 
 def build_sampler(config: DictConfig) -> optuna.samplers.BaseSampler:

@@ -12,6 +12,10 @@ Every worker runs the same command and they coordinate only through the storage:
 * **Local workers.** ``n_jobs: N`` starts N - 1 more copies of the same command as child processes (their
   output in ``<sweep dir>/workers/``), and the machine's cores are shared among the N
   (:func:`threads_per_worker`).
+* **Devices.** ``n_jobs: auto`` is one worker per visible GPU times ``trials_per_device`` (1 without a GPU).
+  With several workers, each gets one entry of the visible list as its own ``CUDA_VISIBLE_DEVICES``
+  (:func:`device_assignment`), so a trial's ``device: auto`` is "its" GPU as ``cuda:0``; each trial records
+  the value it ran with (user attribute ``cuda_visible_devices``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +50,9 @@ from search.study import INTERRUPTED_REASON, budget_spent, fail_trial
 WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
 WORKER_INDEX_ENV = "HPS_WORKER_INDEX"  # set in the children a sweeper starts: they start none themselves
 WORKER = "worker"  # user attribute: host:pid of the worker that ran the trial
+CUDA_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+DEVICES = "cuda_visible_devices"  # user attribute: the CUDA_VISIBLE_DEVICES its worker ran the trial with, if set
+AUTO = "auto"  # n_jobs: one worker per visible GPU times trials_per_device
 STOP_TIMEOUT_S = 60
 
 
@@ -73,6 +82,80 @@ def workers_per_machine() -> int:
 def threads_per_worker() -> int:
     """Torch threads for one worker: the cores shared among ``HPS_WORKERS_PER_MACHINE`` workers (at least 1)."""
     return max(1, available_cores() // workers_per_machine())
+
+
+def check_worker_settings(n_jobs: object, trials_per_device: object) -> None:
+    """``hydra.sweeper.n_jobs`` and ``trials_per_device`` checked: a :class:`ConfigError` names what is allowed."""
+    if n_jobs != AUTO and not is_whole_number(n_jobs, 1):
+        raise ConfigError(
+            f"hydra.sweeper.n_jobs is {n_jobs!r}; it must be a positive integer or {AUTO} "
+            "(one worker per visible GPU times hydra.sweeper.trials_per_device, 1 without a GPU)"
+        )
+    if not is_whole_number(trials_per_device, 1):
+        raise ConfigError(
+            f"hydra.sweeper.trials_per_device is {trials_per_device!r}; it must be a whole number >= 1 "
+            "(workers sharing one GPU)"
+        )
+
+
+def parse_visible_devices(value: str | None) -> list[str] | None:
+    """The GPUs a ``CUDA_VISIBLE_DEVICES`` value leaves visible, read as CUDA (and torch) read it; None when unset.
+
+    Comma-separated indices (``0,2,3``) or UUIDs (``GPU-...``, ``MIG-...``). The list ends at the first entry
+    that is not one (``-1`` is the usual way to hide every GPU), an index is read like ``strtoul`` (``1gpu`` is
+    1), and a repeated entry hides them all; ``""``: none.
+    """
+    if value is None:
+        return None
+    entries = [entry.strip() for entry in value.split(",")]
+    prefix = next((p for p in ("GPU-", "MIG-") if entries[0].startswith(p)), None)
+    devices: list[str] = []
+    for entry in entries:
+        if prefix is not None:
+            if not entry.startswith(prefix):
+                break
+            device = entry
+        else:
+            digits = re.match(r"\+?(\d+)", entry)
+            if digits is None:
+                break
+            device = str(int(digits.group(1)))
+        if device in devices:
+            return []
+        devices.append(device)
+    return devices
+
+
+def visible_devices() -> list[str]:
+    """The GPUs this machine's workers may use: ``CUDA_VISIBLE_DEVICES``'s when set, else every GPU torch counts.
+
+    A set value is a scheduler's (or the user's) choice, which the workers only ever narrow, never widen.
+    """
+    devices = parse_visible_devices(os.environ.get(CUDA_DEVICES_ENV))
+    if devices is not None:
+        return devices
+    try:  # imported here: search/ imports without torch, and without touching CUDA
+        import torch
+    except ImportError:
+        return []
+    # Counted through NVML where it can (torch: "will NOT poison fork"): CUDA stays uninitialised here, so the
+    # CUDA_VISIBLE_DEVICES this process sets next still takes effect.
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def device_assignment(devices: list[str], n_jobs: int | str, trials_per_device: int = 1) -> list[str | None]:
+    """Each local worker's ``CUDA_VISIBLE_DEVICES`` (worker 0 is this process); its length is the worker count.
+
+    ``n_jobs: auto`` is ``len(devices) * trials_per_device`` workers, or 1 without a GPU. Worker i gets
+    ``devices[i % len(devices)]``: with ``auto`` each GPU holds ``trials_per_device`` workers; a number of
+    workers spreads over the GPUs in turn (more than ``len(devices) * trials_per_device`` puts more on each).
+    None leaves the variable as it is: no GPU, or a single worker (nothing to share).
+    """
+    check_worker_settings(n_jobs, trials_per_device)
+    count = (len(devices) * trials_per_device or 1) if n_jobs == AUTO else n_jobs
+    if not devices or count == 1:
+        return [None] * count
+    return [devices[index % len(devices)] for index in range(count)]
 
 
 def worker_name() -> str:
@@ -163,6 +246,8 @@ def ask_within_budget(
         if heartbeat is not None:  # beat at once: a trial that never beat is never found stale
             trial.storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr(WORKER, worker_name())
+        if CUDA_DEVICES_ENV in os.environ:  # the GPU(s) the trial could see; device: auto took the first
+            trial.set_user_attr(DEVICES, os.environ[CUDA_DEVICES_ENV])
     except KeyboardInterrupt:  # between ask and the first beat: leave no RUNNING trial that nobody watches
         fail_trial(study, trial, INTERRUPTED_REASON, interrupted=True)
         raise
@@ -205,23 +290,44 @@ class LocalWorkers:
     Children get their own session, so a Ctrl-C in the terminal reaches this process only, which stops them
     with SIGTERM (each stores its running trial as interrupted). Their output goes to
     ``<folder>/worker_<i>.log``.
+
+    Built, it has resolved ``n_jobs: auto`` and each worker's device (:func:`device_assignment`) and has set
+    this process's ``CUDA_VISIBLE_DEVICES``: build it before anything (a preflight) may initialise CUDA, which
+    reads the variable once. In a child (``HPS_WORKER_INDEX`` set) it does nothing: its parent chose for it.
     """
 
-    def __init__(self, n_jobs: int, folder: Path) -> None:
-        self.n_jobs, self.folder = n_jobs, folder
+    def __init__(self, n_jobs: int | str, folder: Path, trials_per_device: int = 1) -> None:
+        self.requested, self.trials_per_device, self.folder = n_jobs, trials_per_device, folder
         self.children: list[tuple[subprocess.Popen, Path]] = []
+        check_worker_settings(n_jobs, trials_per_device)
+        self.devices: list[str] = []
+        if WORKER_INDEX_ENV in os.environ or n_jobs == 1:  # one worker: no device to share, no need to count
+            self.assignment: list[str | None] = [None]
+        else:
+            self.devices = visible_devices()
+            self.assignment = device_assignment(self.devices, n_jobs, trials_per_device)
+        self.n_jobs = len(self.assignment)
+        if self.assignment[0] is not None:
+            os.environ[CUDA_DEVICES_ENV] = self.assignment[0]
 
     def __enter__(self) -> LocalWorkers:
-        if self.n_jobs == 1 or WORKER_INDEX_ENV in os.environ:
+        if WORKER_INDEX_ENV in os.environ:
+            return self
+        if self.n_jobs == 1:
+            if self.requested == AUTO:
+                console.print(
+                    f"1 worker on this machine ({self._auto()}), {threads_per_worker()} threads", highlight=False
+                )
             return self
         os.environ[WORKERS_ENV] = str(self.n_jobs)  # for this process's trials and, inherited, the children's
         self.folder.mkdir(parents=True, exist_ok=True)
         for index in range(1, self.n_jobs):
             log = self.folder / f"worker_{index}.log"
+            device = self.assignment[index]
             with log.open("w") as output:
                 child = subprocess.Popen(
                     sys.orig_argv,
-                    env=os.environ | {WORKER_INDEX_ENV: str(index)},
+                    env=os.environ | {WORKER_INDEX_ENV: str(index)} | ({CUDA_DEVICES_ENV: device} if device else {}),
                     stdin=subprocess.DEVNULL,
                     stdout=output,
                     stderr=subprocess.STDOUT,
@@ -229,11 +335,35 @@ class LocalWorkers:
                 )
             self.children.append((child, log))
         console.print(
-            f"{self.n_jobs} workers on this machine: this one and {len(self.children)} started "
-            f"(logs in {self.folder}), {threads_per_worker()} threads each",
+            f"{self.n_jobs} workers on this machine"
+            + (f" ({self._auto()})" if self.requested == AUTO else "")
+            + f": this one and {len(self.children)} started (logs in {self.folder}), {threads_per_worker()} threads "
+            f"each{self._devices_text()}",
             highlight=False,
         )
         return self
+
+    def _auto(self) -> str:
+        if not self.devices:
+            return f"n_jobs {AUTO}: no GPU visible"
+        gpus = f"{len(self.devices)} GPU{'s' if len(self.devices) > 1 else ''}"
+        return f"n_jobs {AUTO}: {gpus} x trials_per_device {self.trials_per_device}"
+
+    def _devices_text(self) -> str:
+        """``, 1 per GPU (CUDA_VISIBLE_DEVICES): this one 5, worker_1 7``; empty without GPUs."""
+        if self.assignment[0] is None:
+            return ""
+        per_gpu = math.ceil(self.n_jobs / len(self.devices))
+        names = ["this one", *(f"worker_{index}" for index in range(1, self.n_jobs))]
+        text = f", {per_gpu} per GPU (CUDA_VISIBLE_DEVICES): " + ", ".join(
+            f"{name} {device}" for name, device in zip(names, self.assignment, strict=True)
+        )
+        if per_gpu > self.trials_per_device:
+            text += (
+                f" (more than trials_per_device={self.trials_per_device}: {self.n_jobs} workers on "
+                f"{len(self.devices)} GPU{'s' if len(self.devices) > 1 else ''})"
+            )
+        return text
 
     def wait(self) -> None:
         """Wait for every child to finish its share; say which failed and where its log is."""

@@ -1,4 +1,5 @@
-"""Shared helpers: running the real command line in a subprocess, and small CSV datasets."""
+"""Shared helpers: running the real command line in a subprocess, small CSV datasets, a tiny run's config, and
+the ``gpu`` marker."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 import objectives  # noqa: F401 - registers the model_package_path config resolver
 
@@ -60,3 +63,33 @@ def default_paths(monkeypatch):
 @pytest.fixture
 def studies(tmp_path: Path) -> Path:
     return tmp_path / "studies"
+
+
+@pytest.fixture
+def run_config(tmp_path) -> DictConfig:
+    config = composed(
+        "model=tiny_bert",
+        "data.max_train_examples=120",
+        "training.num_epochs=2",
+        "training.evals_per_epoch=2",
+        "training.learning_rate=1e-3",
+        "training.freeze_layers=1",
+        "training.threads=1",
+        f"paths.cache_dir={tmp_path}/cache",
+    )
+    with open_dict(config):
+        config.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(config)  # what Hydra does for a job
+    with open_dict(config):
+        del config["hydra"]  # a task sees its config without the hydra node
+    return config
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` need CUDA: skipped, saying so, where there is none (benchmarks/gpu_check.sh runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible); benchmarks/gpu_check.sh runs these on one")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

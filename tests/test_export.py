@@ -65,6 +65,8 @@ def test_export_writes_the_best_trial_with_its_provenance(swept, monkeypatch, ca
     assert config["training"]["learning_rate"] == best.params["learning_rate"]
     assert config["production"]["enabled"] is True
     assert config["trial"] is None
+    # the trial ran with precision auto; production training reproduces it in the precision auto chose then
+    assert config["training"]["device"] == "auto" and config["training"]["precision"] == best.user_attrs["precision"]
 
 
 def test_exported_config_reproduces_the_trial_bit_for_bit(swept, monkeypatch, tmp_path):

@@ -106,6 +106,10 @@ def test_study_and_trial_notes_say_what_ran_and_how_it_ended(swept):
             assert note.startswith(f"**pruned** at step {last} ({count} evaluation{'s' if count > 1 else ''})")
         else:
             assert note.startswith(f"**complete**: macro_f1 {trial.value:.4f} after 8 evaluations")
+        where = (
+            f" s on cpu in {trial.user_attrs['precision']}, peak memory {trial.user_attrs['max_rss_mb']:.0f} MB host."
+        )
+        assert where in note and trial.user_attrs["precision"] in ("fp32", "bf16")
 
 
 def test_report_command_writes_a_self_contained_page_with_the_pruned_curves(swept, monkeypatch):
@@ -115,6 +119,8 @@ def test_report_command_writes_a_self_contained_page_with_the_pruned_curves(swep
     assert "<script src=" not in page and "Plotly.newPlot" in page  # plotly.js embedded: works offline
     assert 'id="figure-intermediate_values"' in page and '"name":"pruned"' in page and '"dash":"dash"' in page
     assert (swept / "smoke" / "report_png" / "intermediate_values.png").read_bytes().startswith(b"\x89PNG")
+    assert "<th>device</th><th>precision</th><th>max_rss_mb</th></tr>" in page  # no GPU: no cuda_peak_mb column
+    assert "<td>cpu</td>" in page
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import open_dict
 
 from objectives.data import load_splits, tokenize
 from objectives.features import TopLayers, cached_features, pad_features
@@ -49,26 +48,6 @@ def test_freezing_covers_embeddings_and_the_bottom_layers():
     assert not any(p.requires_grad for module in frozen for p in module.parameters())
     assert all(p.requires_grad for p in encoder[1].parameters())
     assert freeze_bottom(load_classifier(config.model, 3, 0.1), config.model, 0) == []
-
-
-@pytest.fixture
-def run_config(tmp_path) -> DictConfig:
-    config = composed(
-        "model=tiny_bert",
-        "data.max_train_examples=120",
-        "training.num_epochs=2",
-        "training.evals_per_epoch=2",
-        "training.learning_rate=1e-3",
-        "training.freeze_layers=1",
-        "training.threads=1",
-        f"paths.cache_dir={tmp_path}/cache",
-    )
-    with open_dict(config):
-        config.hydra.runtime.output_dir = str(tmp_path)
-    HydraConfig.instance().set_config(config)  # what Hydra does for a job
-    with open_dict(config):
-        del config["hydra"]  # a task sees its config without the hydra node
-    return config
 
 
 def test_training_is_deterministic_and_frozen_weights_do_not_move(run_config):

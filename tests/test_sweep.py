@@ -218,6 +218,7 @@ def test_a_sweep_whose_first_trials_all_fail_alike_stops_with_the_reason(studies
             "hydra.sweeper.direction is ['maximize', 'minimize']; allowed: maximize, minimize (one objective",
         ),
         (["training.lr_schedule=cosinus"], "training.lr_schedule is 'cosinus'; allowed: linear, cosine,"),
+        (["training.precision=fp16"], "training.precision is 'fp16', which needs a GPU; on the CPU: fp32 or bf16"),
         (
             ["+search_space.schedule={key:training.lr_schedule,type:categorical,choices:[linear,cosinus]}"],
             "search space parameter 'schedule' = 'cosinus': training.lr_schedule is 'cosinus'; allowed: linear",
