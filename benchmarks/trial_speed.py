@@ -113,7 +113,6 @@ def hf_arguments(training: DictConfig, output_dir: Path, **changes: object) -> t
         "label_smoothing_factor": training.label_smoothing,
         "max_grad_norm": training.max_grad_norm,
         "seed": training.seed,
-        "optim": "adamw_torch",
     }
     return transformers.TrainingArguments(**settings | changes)
 

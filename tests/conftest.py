@@ -75,6 +75,8 @@ def run_config(tmp_path) -> DictConfig:
         "training.learning_rate=1e-3",
         "training.freeze_layers=1",
         "training.threads=1",
+        # Tests compare numbers exactly, which only fp32 gives on every CPU; bf16 is tested in test_device.py.
+        "training.precision=fp32",
         f"paths.cache_dir={tmp_path}/cache",
     )
     with open_dict(config):
