@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 import transformers
+from hps.objectives.data import load_splits, tokenize
+from hps.objectives.device import Placement, cpu_has_native_bf16
+from hps.objectives.model import load_classifier, load_tokenizer
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-
-from objectives.data import load_splits, tokenize
-from objectives.device import Placement, cpu_has_native_bf16
-from objectives.model import load_classifier, load_tokenizer
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -27,10 +27,9 @@ import statistics
 
 import optuna
 import search_quality
+from hps.objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
+from hps.search.space import parse_search_space
 from hydra.utils import instantiate
-
-from objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
-from search.space import parse_search_space
 
 POLICIES = ("configured pruner", "keep improving", "stop the rest at the first rung", "oracle")
 

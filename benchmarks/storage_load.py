@@ -25,11 +25,10 @@ import uuid
 from pathlib import Path
 
 import optuna
+from hps.search.storage import HeartbeatSettings, open_storage
+from hps.search.trial import TrialLink
+from hps.search.workers import Heartbeat, ask_within_budget, quiet_optuna_notices
 from optuna.distributions import FloatDistribution
-
-from search.storage import HeartbeatSettings, open_storage
-from search.trial import TrialLink
-from search.workers import Heartbeat, ask_within_budget, quiet_optuna_notices
 
 DISTRIBUTIONS = {"x": FloatDistribution(-5, 5), "y": FloatDistribution(-5, 5)}
 HEARTBEAT = HeartbeatSettings(interval=30, grace_period=120, max_retry=1)

@@ -27,17 +27,16 @@ from pathlib import Path
 import torch
 import transformers
 from datasets import Dataset
+from hps.objectives.data import load_splits, tokenize
+from hps.objectives.device import placement
+from hps.objectives.finetune import fine_tune
+from hps.objectives.metrics import metric_function
+from hps.objectives.model import freeze_bottom, load_classifier, load_tokenizer
+from hps.objectives.train import predict
+from hps.search.trial import TrialLink
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
-
-from objectives.data import load_splits, tokenize
-from objectives.device import placement
-from objectives.finetune import fine_tune
-from objectives.metrics import metric_function
-from objectives.model import freeze_bottom, load_classifier, load_tokenizer
-from objectives.train import predict
-from search.trial import TrialLink
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 VARIANTS = {  # row -> (group_by_length, feature_cache)

@@ -1,1 +1,1 @@
-"""Hydra configs. A package so that Hydra finds them as the installed console scripts' config module."""
+"""The Hydra configs, as a package so that Hydra finds them as ``pkg://hps.conf`` in any install."""

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from hps.search._compat import dataset_fingerprint
+from hps.search.errors import ConfigError
 from omegaconf import DictConfig
 from torch import nn
 from transformers import DataCollatorWithPadding
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import SequenceClassifierOutput
-
-from search.errors import ConfigError
 
 BATCH_SIZE = 64
 
@@ -125,7 +125,9 @@ def cached_features(
         for key, value in base.config.to_diff_dict().items()
         if key not in ignored and not key.startswith("_")
     }
-    digest.update(json.dumps([frozen_layers, table._fingerprint, settings], sort_keys=True, default=str).encode())
+    digest.update(
+        json.dumps([frozen_layers, dataset_fingerprint(table), settings], sort_keys=True, default=str).encode()
+    )
     target = folder / digest.hexdigest()[:24]
     if not target.is_dir():
         _compute(base, bottom, table, collate, target)

@@ -4,7 +4,7 @@ Run alone it is one training run::
 
     hps-finetune training.learning_rate=1e-4 data=sst2
 
-Run with ``-m`` the sweeper (:mod:`search.sweeper`) makes each trial of the study one such run; the only
+Run with ``-m`` the sweeper (:mod:`hps.search.sweeper`) makes each trial of the study one such run; the only
 difference is the :class:`~search.trial.TrialLink`, which reports every evaluation to the trial and stops
 the run when the pruner says so. Outside a study the link does nothing.
 
@@ -26,11 +26,8 @@ import hydra
 import torch
 import transformers
 from datasets import Dataset, concatenate_datasets
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
-
-from objectives.data import load_splits, tokenize
-from objectives.device import (
+from hps.objectives.data import load_splits, tokenize
+from hps.objectives.device import (
     OutOfMemory,
     Placement,
     peak_cuda_memory_mb,
@@ -39,15 +36,17 @@ from objectives.device import (
     release_memory,
     rss_mb,
 )
-from objectives.features import TopLayers, cached_features, pad_features
-from objectives.metrics import metric_function
-from objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
-from objectives.train import Evaluation, TrainResult, check_training, predict, train
-from search.errors import ConfigError, exit_on_config_error
-from search.progress import console, training_progress
-from search.space import SearchSpace
-from search.trial import TrialLink, package_versions
-from search.workers import threads_per_worker
+from hps.objectives.features import TopLayers, cached_features, pad_features
+from hps.objectives.metrics import metric_function
+from hps.objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
+from hps.objectives.train import Evaluation, TrainResult, check_training, predict, train
+from hps.search.errors import ConfigError, exit_on_config_error
+from hps.search.progress import console, training_progress
+from hps.search.space import SearchSpace
+from hps.search.trial import TrialLink, package_versions
+from hps.search.workers import threads_per_worker
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], label_n
     Also for pruned and failed trials (their curve up to the stop). A file that cannot be written or
     attached costs a warning, never the trial's stored result.
     """
-    from search.figures import confusion_matrix_files, learning_curve_files  # matplotlib: 0.7 s, only when needed
+    from hps.search.figures import confusion_matrix_files, learning_curve_files  # matplotlib: 0.7 s, only when needed
 
     title = f"{cfg.trial.study} trial {link.number}" if link.in_study else f"{cfg.model.name} on {cfg.data.name}"
     try:
@@ -240,7 +239,7 @@ def preflight(cfg: DictConfig, space: SearchSpace) -> None:
     space.check_candidates(cfg, check)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
+@hydra.main(version_base="1.3", config_path="pkg://hps.conf", config_name="finetune")
 def main(cfg: DictConfig) -> float:
     link = TrialLink.from_config(cfg)
     if link.in_study:  # any failure is stored with the trial by the sweeper

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+from hps.search.errors import ConfigError, exit_on_config_error
+from hps.search.space import SearchSpace
+from hps.search.trial import TrialLink
 from omegaconf import DictConfig
-
-from search.errors import ConfigError, exit_on_config_error
-from search.space import SearchSpace
-from search.trial import TrialLink
 
 DATA_ENV = "HPS_YAHPO_DATA"
 EPOCHS = 52
@@ -141,7 +140,7 @@ def run(cfg: DictConfig, link: TrialLink) -> float:
     return float(curve[settings.metric][-1])
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="lcbench")
+@hydra.main(version_base="1.3", config_path="pkg://hps.conf", config_name="lcbench")
 def main(cfg: DictConfig) -> float:
     link = TrialLink.from_config(cfg)
     if link.in_study:  # any failure is stored with the trial by the sweeper

@@ -14,11 +14,10 @@ import random
 import time
 
 import hydra
+from hps.search.errors import ConfigError, is_whole_number
+from hps.search.space import SearchSpace
+from hps.search.trial import TrialLink
 from omegaconf import DictConfig
-
-from search.errors import ConfigError, is_whole_number
-from search.space import SearchSpace
-from search.trial import TrialLink
 
 
 def curve(x: float, y: float, steps: int, noise: float) -> list[float]:
@@ -43,7 +42,7 @@ def preflight(cfg: DictConfig, space: SearchSpace) -> None:
     space.check_candidates(cfg, check)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="synthetic")
+@hydra.main(version_base="1.3", config_path="pkg://hps.conf", config_name="synthetic")
 def main(cfg: DictConfig) -> float:
     link = TrialLink.from_config(cfg)
     values = curve(cfg.x, cfg.y, cfg.steps, cfg.noise)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+from hps.search._compat import study_storage
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
 
 DEFAULT_FOLDER = "artifacts"  # below the studies folder
@@ -30,4 +31,4 @@ def attach(trial: optuna.Trial, store: FileSystemArtifactStore, path: Path) -> s
 
 def attached_files(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict[str, str]:
     """File name -> artifact id of each file attached to ``trial``."""
-    return {meta.filename: meta.artifact_id for meta in get_all_artifact_meta(trial, storage=study._storage)}
+    return {meta.filename: meta.artifact_id for meta in get_all_artifact_meta(trial, storage=study_storage(study))}

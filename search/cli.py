@@ -15,13 +15,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from hps.search.errors import exit_on_config_error
+from hps.search.export import FORMATS, Selection, export
+from hps.search.storage import default_storage, studies_dir
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-
-from search.errors import exit_on_config_error
-from search.export import FORMATS, Selection, export
-from search.storage import default_storage, studies_dir
 
 
 def parser() -> argparse.ArgumentParser:
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     storage = arguments.storage or default_storage()
     with exit_on_config_error():
         if arguments.command == "dashboard":
-            from search.dashboard import serve  # the commands' imports are heavy: load only the one run
+            from hps.search.dashboard import serve  # the commands' imports are heavy: load only the one run
 
             serve(storage, arguments.host, arguments.port, arguments.artifact_dir or folder / "artifacts")
         elif arguments.command == "report":
@@ -75,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _report(storage: str, arguments: argparse.Namespace, folder: Path) -> None:
-    from search.report import write_report
-    from search.study import load_study, study_names
+    from hps.search.report import write_report
+    from hps.search.study import load_study, study_names
 
     names = study_names(storage) if arguments.all else [load_study(storage, arguments.study).study_name]
     for name in names:
@@ -85,7 +84,7 @@ def _report(storage: str, arguments: argparse.Namespace, folder: Path) -> None:
 
 
 def _compare(storage: str, pattern: str | None, folder: Path) -> None:
-    from search.compare import comparison_figure, select_studies, study_row, write_comparison
+    from hps.search.compare import comparison_figure, select_studies, study_row, write_comparison
 
     studies = select_studies(storage, pattern)
     rows = [study_row(study) for study in studies]

@@ -19,12 +19,11 @@ from statistics import median
 
 import optuna
 import plotly.graph_objects as go
+from hps.search.errors import ConfigError
+from hps.search.report import html_page
+from hps.search.storage import display_url, open_storage
+from hps.search.study import IDENTITY, ranked_complete_trials, state_counts, study_names
 from optuna.trial import FrozenTrial, TrialState
-
-from search.errors import ConfigError
-from search.report import html_page
-from search.storage import display_url, open_storage
-from search.study import IDENTITY, ranked_complete_trials, state_counts, study_names
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

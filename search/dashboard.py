@@ -14,11 +14,10 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
-
-from search.artifacts import artifact_store
-from search.errors import ConfigError
-from search.progress import console
-from search.storage import display_url, open_storage
+from hps.search.artifacts import artifact_store
+from hps.search.errors import ConfigError
+from hps.search.progress import console
+from hps.search.storage import display_url, open_storage
 
 MAX_PORT = 65535
 

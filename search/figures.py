@@ -1,7 +1,7 @@
 """A training run's learning curve and confusion matrix, as a PNG to look at and a CSV to reuse.
 
 The files land in the run's output folder; in a study they are also attached to the trial
-(:meth:`search.trial.TrialLink.attach`), where optuna-dashboard shows the images and the tables. Matplotlib
+(:meth:`hps.search.trial.TrialLink.attach`), where optuna-dashboard shows the images and the tables. Matplotlib
 draws off-screen (Agg), so this works on machines without a display.
 """
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import optuna
 import optuna_dashboard
+from hps.search._compat import trial_id
+from hps.search.space import SearchSpace, describe
+from hps.search.study import FAIL_REASON, RETRY_OF, WARM_START_FROM, StudySpec
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
-
-from search.space import SearchSpace, describe
-from search.study import FAIL_REASON, RETRY_OF, WARM_START_FROM, StudySpec
 
 SETUP = "setup"
 
@@ -107,4 +107,4 @@ def record_trial_note(study: optuna.Study, trial: FrozenTrial, metric: str) -> N
     """Write :func:`trial_markdown` as the trial's dashboard note."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna_dashboard.save_note(optuna.Trial(study, trial._trial_id), trial_markdown(trial, metric))
+        optuna_dashboard.save_note(optuna.Trial(study, trial_id(trial)), trial_markdown(trial, metric))

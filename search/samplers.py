@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import optuna
+from hps.search._compat import StudyWithTrials
+from hps.search.errors import is_whole_number
 from optuna.trial import FrozenTrial, TrialState
-
-from search.errors import is_whole_number
 
 
 class FocusedTPESampler(optuna.samplers.TPESampler):
@@ -60,27 +60,13 @@ class PruningAwareGPSampler(optuna.samplers.GPSampler):
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, optuna.distributions.BaseDistribution]
     ) -> dict[str, Any]:
-        return super().sample_relative(_PrunedAsComplete(study), trial, search_space)  # type: ignore[arg-type]
+        return super().sample_relative(StudyWithTrials(study, _pruned_as_complete), trial, search_space)  # type: ignore[arg-type]
 
 
-class _PrunedAsComplete:
-    """``study`` as ``GPSampler`` reads it (``_get_trials``, not public): pruned trials complete at their last value.
-
-    Pruned trials that reported nothing finite are left out: there is nothing to fit.
-    """
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(
-        self, deepcopy: bool = True, states: tuple[TrialState, ...] | None = None, use_cache: bool = False
-    ) -> list[FrozenTrial]:
-        trials = self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache)
-        seen = [_completed_at_last_value(t) if t.state == TrialState.PRUNED else t for t in trials]
-        return [t for t in seen if t is not None and (states is None or t.state in states)]
+def _pruned_as_complete(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """Pruned trials as complete at their last value; those that reported nothing finite left out."""
+    seen = [_completed_at_last_value(t) if t.state == TrialState.PRUNED else t for t in trials]
+    return [t for t in seen if t is not None]
 
 
 def _completed_at_last_value(trial: FrozenTrial) -> FrozenTrial | None:

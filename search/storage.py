@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages._heartbeat import is_heartbeat_enabled
+from hps.search._compat import grace_period, is_heartbeat_enabled, stale_trial_ids, study_storage
+from hps.search.errors import ConfigError, first_line
 from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
@@ -39,8 +40,6 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
-
-from search.errors import ConfigError, first_line
 
 # Seconds an SQLite connection waits for a lock before failing: trials write briefly but a dashboard or a
 # second worker may hold the file for a moment.
@@ -310,14 +309,13 @@ def fail_lost_trials(study: optuna.Study) -> None:
     still runs. Several workers may find the same trial stale: the one that fails it calls the storage's
     stale-trial callback (:class:`RetryLostTrial`), the others leave it.
     """
-    storage = study._storage
+    storage = study_storage(study)
     if not is_heartbeat_enabled(storage):
         return
-    rdb = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in a cache
-    grace = getattr(rdb, "grace_period", None) or 2 * storage.get_heartbeat_interval()  # Optuna's default
+    grace = grace_period(storage) or 2 * storage.get_heartbeat_interval()  # Optuna's default
     reason = f"lost: its worker stopped beating for {grace} s (killed, or its machine was lost)"
     failed_ids = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    for trial_id in stale_trial_ids(study):
         try:
             storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):

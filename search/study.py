@@ -5,7 +5,7 @@ A study is created once and resumed by running the same command again. What it o
 in trials of another objective is refused. ``n_trials`` is the total the study should hold, not the number
 to add, so a resumed sweep runs only what is missing. A trial stopped by Ctrl-C is stored as FAIL marked
 ``interrupted``, does not count against the budget, and is queued again with the same parameters on resume;
-so is a trial whose worker died (:class:`search.storage.RetryLostTrial`).
+so is a trial whose worker died (:class:`hps.search.storage.RetryLostTrial`).
 A new study can be warm-started from the best trials of an earlier one (:func:`warm_start`).
 """
 
@@ -17,11 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import optuna
+from hps.search._compat import study_id
+from hps.search.errors import ConfigError
+from hps.search.space import SearchSpace, describe_json
+from hps.search.storage import FAIL_REASON, RETRY_OF, display_url, open_storage
 from optuna.trial import TrialState
-
-from search.errors import ConfigError
-from search.space import SearchSpace, describe_json
-from search.storage import FAIL_REASON, RETRY_OF, display_url, open_storage
 
 INTERRUPTED = "interrupted"
 INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM)"
@@ -116,7 +116,7 @@ def space_change(stored: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapp
 
 def study_names(url: str) -> list[str]:
     """The names of the studies in the storage at ``url``, oldest first; refuses an empty storage."""
-    studies = sorted(open_storage(url, create=False).get_all_studies(), key=lambda s: s._study_id)
+    studies = sorted(open_storage(url, create=False).get_all_studies(), key=study_id)
     if not studies:
         raise ConfigError(f"storage {display_url(url)!r} holds no study yet; run a sweep first (-m)")
     return [s.study_name for s in studies]

@@ -1,6 +1,6 @@
 """A Hydra sweeper that runs an Optuna study whose trials report, and are pruned, while they train.
 
-``python -m objectives.finetune -m`` (or ``hps-finetune -m``) hands the command line to
+``python -m hps.objectives.finetune -m`` (or ``hps-finetune -m``) hands the command line to
 :meth:`PruningSweeper.sweep`, which
 
 1. splits the command line: ``interval(...)`` overrides add search parameters, plain values fix keys, and
@@ -11,7 +11,7 @@
    records what it optimises; all of this for every experiment before the first trial runs;
 3. asks Optuna for one trial at a time and launches it as an ordinary Hydra job through the configured
    launcher, with the trial's values as overrides and ``trial={study, number}`` so the job can report to its
-   trial (:mod:`search.trial`); the result, a pruning, or an exception is told back to the study.
+   trial (:mod:`hps.search.trial`); the result, a pruning, or an exception is told back to the study.
 
 Trials run one at a time per sweeper process and the budget is counted in the storage; Ctrl-C or SIGTERM
 stores the running trial as FAIL marked interrupted, which a resumed study runs again first, and stops the
@@ -30,30 +30,19 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep
-from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException, InstantiationException
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
-from rich.markup import escape
-
-from search.errors import ConfigError, exit_on_config_error, failure_reason, first_line, is_whole_number
-from search.notes import record_setup, record_trial_note, study_setup
-from search.progress import StudyView, console, top_trials_table
-from search.samplers import seeded_per_trial
-from search.space import (
+from hps.search._compat import job_error
+from hps.search.errors import ConfigError, exit_on_config_error, failure_reason, first_line, is_whole_number
+from hps.search.notes import record_setup, record_trial_note, study_setup
+from hps.search.progress import StudyView, console, top_trials_table
+from hps.search.samplers import seeded_per_trial
+from hps.search.space import (
     SearchSpace,
     override_value,
     parameter_from_override,
     parse_search_space,
     parse_sweeper_params,
 )
-from search.storage import (
+from hps.search.storage import (
     FAIL_REASON,
     STORAGE_ENV,
     RetryLostTrial,
@@ -63,7 +52,7 @@ from search.storage import (
     has_password,
     open_storage,
 )
-from search.study import (
+from hps.search.study import (
     DIRECTIONS,
     INTERRUPTED_REASON,
     RETRY_OF,
@@ -76,7 +65,7 @@ from search.study import (
     requeue_interrupted,
     warm_start,
 )
-from search.workers import (
+from hps.search.workers import (
     Heartbeat,
     LocalWorkers,
     ask_within_budget,
@@ -87,6 +76,17 @@ from search.workers import (
     quiet_optuna_notices,
     worker_name,
 )
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException, InstantiationException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+from rich.markup import escape
 
 EXIT_INTERRUPTED = 130
 
@@ -116,7 +116,7 @@ class PruningSweeper(Sweeper):
 
     ``direction`` and ``n_jobs`` keep their Hydra Optuna sweeper meaning: a direction overrides
     ``objective.direction``; ``n_jobs`` is the number of workers on this machine (this process and
-    ``n_jobs - 1`` copies of the same command, :mod:`search.workers`), each running one trial at a time;
+    ``n_jobs - 1`` copies of the same command, :mod:`hps.search.workers`), each running one trial at a time;
     ``auto`` is one per visible GPU times ``trials_per_device`` (1 without a GPU), each on its own GPU.
     """
 
@@ -399,8 +399,7 @@ class PruningSweeper(Sweeper):
 def _tell(study: optuna.Study, trial: optuna.Trial, result: JobReturn) -> tuple[optuna.trial.FrozenTrial, str]:
     """Store the job's outcome; returns the finished trial and a note for the progress line."""
     if result.status != JobStatus.COMPLETED:
-        # JobReturn.return_value would re-raise and log the traceback; the exception itself is enough.
-        error = result._return_value
+        error = job_error(result)
         if isinstance(error, optuna.TrialPruned):
             return study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True), str(error)
         reason = failure_reason(error)

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hps.search._compat import study_id, study_storage, trial_id
+from hps.search.artifacts import artifact_store, attach
+from hps.search.storage import open_storage
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from optuna.artifacts import FileSystemArtifactStore
-
-from search.artifacts import artifact_store, attach
-from search.storage import open_storage
 
 RECORD_PREFIX = "hps:"
 
@@ -47,7 +47,7 @@ class TrialLink:
         study = optuna.load_study(
             study_name=where.study, storage=open_storage(sweeper.storage), pruner=instantiate(sweeper.pruner)
         )
-        trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, where.number)
+        trial_id = study_storage(study).get_trial_id_from_study_id_trial_number(study_id(study), where.number)
         folder = sweeper.get("artifact_dir")
         return cls(optuna.Trial(study, trial_id), artifact_store(folder) if folder else None)
 
@@ -86,7 +86,7 @@ class TrialLink:
         if self.trial is None:
             return
         for key, value in records.items():
-            self.trial.storage.set_trial_system_attr(self.trial._trial_id, RECORD_PREFIX + key, value)
+            self.trial.storage.set_trial_system_attr(trial_id(self.trial), RECORD_PREFIX + key, value)
 
     def attach(self, path: Path) -> None:
         """Attach the file at ``path`` to the trial (shown by the dashboard); nothing without an artifact store."""

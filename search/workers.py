@@ -8,7 +8,7 @@ Every worker runs the same command and they coordinate only through the storage:
 * **Heartbeats.** While a trial runs, its worker records a heartbeat every ``interval`` seconds (Optuna's
   own heartbeat beats only inside ``study.optimize``; an ask/tell loop has to do it itself). Before each
   ask, and while waiting for other workers' trials, a worker fails the trials whose heartbeat is older than
-  the grace period; :class:`search.storage.RetryLostTrial` queues each again with the same parameters.
+  the grace period; :class:`hps.search.storage.RetryLostTrial` queues each again with the same parameters.
 * **Local workers.** ``n_jobs: N`` starts N - 1 more copies of the same command as child processes (their
   output in ``<sweep dir>/workers/``), and the machine's cores are shared among the N
   (:func:`threads_per_worker`).
@@ -37,15 +37,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+from hps.search._compat import trial_id
+from hps.search.errors import ConfigError, failure_reason, first_line, is_whole_number
+from hps.search.progress import console
+from hps.search.storage import HeartbeatSettings, fail_lost_trials
+from hps.search.study import INTERRUPTED_REASON, budget_spent, fail_trial
 from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
-
-from search.errors import ConfigError, failure_reason, first_line, is_whole_number
-from search.progress import console
-from search.storage import HeartbeatSettings, fail_lost_trials
-from search.study import INTERRUPTED_REASON, budget_spent, fail_trial
 
 WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
 WORKER_INDEX_ENV = "HPS_WORKER_INDEX"  # set in the children a sweeper starts: they start none themselves
@@ -244,7 +244,7 @@ def ask_within_budget(
         trial = study.ask(distributions)
     try:
         if heartbeat is not None:  # beat at once: a trial that never beat is never found stale
-            trial.storage.record_heartbeat(trial._trial_id)
+            trial.storage.record_heartbeat(trial_id(trial))
         trial.set_user_attr(WORKER, worker_name())
         if CUDA_DEVICES_ENV in os.environ:  # the GPU(s) the trial could see; device: auto took the first
             trial.set_user_attr(DEVICES, os.environ[CUDA_DEVICES_ENV])
@@ -278,7 +278,7 @@ class Heartbeat:
     def _beat(self) -> None:
         while not self._stopped.wait(self._settings.interval):
             try:
-                self._trial.storage.record_heartbeat(self._trial._trial_id)
+                self._trial.storage.record_heartbeat(trial_id(self._trial))
             except Exception as error:  # a database hiccup: beat again next interval rather than stop beating
                 console.print(f"heartbeat of trial {self._trial.number} not recorded: {first_line(error)}")
 

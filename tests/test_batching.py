@@ -5,8 +5,7 @@ from __future__ import annotations
 import random
 
 import torch
-
-from objectives.batching import LengthGroupedBatches
+from hps.objectives.batching import LengthGroupedBatches
 
 
 def padded_tokens(batches: list[list[int]], lengths: list[int]) -> int:

@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hps.objectives.data import LABELS, load_splits, tokenize
+from hps.objectives.model import load_classifier, load_tokenizer
+from hps.search.errors import ConfigError
 from omegaconf import OmegaConf
 
-from objectives.data import LABELS, load_splits, tokenize
-from objectives.model import load_classifier, load_tokenizer
-from search.errors import ConfigError
 from tests.conftest import REPO, composed, write_csv
 
 
@@ -77,7 +77,7 @@ def test_bad_data_is_one_clear_line(toy, files, changes, message):
 
 
 def test_validation_labels_that_train_lacks_are_one_warning_line(toy, caplog):
-    with caplog.at_level(logging.WARNING, logger="objectives.data"):
+    with caplog.at_level(logging.WARNING, logger="hps.objectives.data"):
         load_splits(data_config(toy))  # the fixture's train has every label
         assert caplog.records == []
         write_csv(toy / "train.csv", ["text", "label"], toy_rows(60, labels=2))

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hps.objectives import device as devices
+from hps.objectives.device import Placement, placement
+from hps.objectives.finetune import fine_tune
+from hps.search.errors import ConfigError
+from hps.search.trial import TrialLink
 from omegaconf import OmegaConf
 
-from objectives import device as devices
-from objectives.device import Placement, placement
-from objectives.finetune import fine_tune
-from search.errors import ConfigError
-from search.trial import TrialLink
 from tests.conftest import run_cli
 
 
@@ -127,7 +127,7 @@ def test_out_of_memory_is_one_line_naming_the_settings_that_size_a_run(run_confi
     def train(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("objectives.finetune.train", train)
+    monkeypatch.setattr("hps.objectives.finetune.train", train)
     with pytest.raises(devices.OutOfMemory) as failed:
         fine_tune(run_config, TrialLink())
     assert str(failed.value).startswith(

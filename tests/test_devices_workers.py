@@ -12,10 +12,9 @@ from collections import defaultdict
 import optuna
 import pytest
 import torch
-
-from search import workers
-from search.errors import ConfigError
-from search.workers import (
+from hps.search import workers
+from hps.search.errors import ConfigError
+from hps.search.workers import (
     CUDA_DEVICES_ENV,
     DEVICES,
     WORKER,
@@ -25,6 +24,7 @@ from search.workers import (
     parse_visible_devices,
     visible_devices,
 )
+
 from tests.test_workers import check_exact_budget, finish, worker
 
 FOUR = ["0", "1", "2", "3"]

@@ -19,18 +19,19 @@ import optuna
 import optuna_dashboard
 import plotly.graph_objects as go
 import pytest
+from hps.objectives.metrics import metric_function
+from hps.search._compat import trial_id
+from hps.search.artifacts import artifact_store, attached_files
+from hps.search.cli import main as hps
+from hps.search.compare import best_so_far_by_compute, select_studies, study_row
+from hps.search.notes import SETUP
+from hps.search.report import FIGURES, report_figures, write_report
+from hps.search.storage import RETRY_OF
+from hps.search.study import INTERRUPTED
+from hps.search.trial import record
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from objectives.metrics import metric_function
-from search.artifacts import artifact_store, attached_files
-from search.cli import main as hps
-from search.compare import best_so_far_by_compute, select_studies, study_row
-from search.notes import SETUP
-from search.report import FIGURES, report_figures, write_report
-from search.storage import RETRY_OF
-from search.study import INTERRUPTED
-from search.trial import record
 from tests.conftest import REPO, run_cli
 from tests.test_storage_and_study import damaged_study, digest
 
@@ -99,7 +100,7 @@ def test_study_and_trial_notes_say_what_ran_and_how_it_ended(swept):
     assert setup["budget"] == "8 trials"
     assert optuna_dashboard.get_note(study).startswith("## smoke\n\n- **objective**: maximize macro_f1")
     for trial in study.trials:
-        note = optuna_dashboard.get_note(optuna.Trial(study, trial._trial_id))
+        note = optuna_dashboard.get_note(optuna.Trial(study, trial_id(trial)))
         if trial.state == TrialState.PRUNED:
             last = max(trial.intermediate_values)
             count = len(trial.intermediate_values)
@@ -427,7 +428,7 @@ def test_dashboard_in_a_browser_shows_pruned_trials_and_their_artifacts(swept):
             page = browser.new_page(viewport={"width": 1400, "height": 1700})
             page.goto(f"http://127.0.0.1:{port}/dashboard/studies/1/trials", wait_until="networkidle")
             page.get_by_text(f"Trial {pruned.number}", exact=True).click()
-            heading = page.get_by_role("heading", name=f"Trial {pruned.number} (trial_id={pruned._trial_id})")
+            heading = page.get_by_role("heading", name=f"Trial {pruned.number} (trial_id={trial_id(pruned)})")
             heading.wait_for(timeout=15000)
             n_pruned = sum(t.state == TrialState.PRUNED for t in study.trials)
             assert page.get_by_text("Pruned", exact=True).count() == n_pruned + 1  # the list, and this trial

@@ -10,15 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
-from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import TrialState
-from sqlalchemy import text
-
-from search.errors import ConfigError, failure_reason
-from search.progress import StudyView, top_trials_table
-from search.storage import LOST_WORKER, HeartbeatSettings, display_url, fail_lost_trials, open_storage
-from search.study import (
+from hps.search._compat import study_id, trial_id
+from hps.search.errors import ConfigError, failure_reason
+from hps.search.progress import StudyView, top_trials_table
+from hps.search.storage import LOST_WORKER, HeartbeatSettings, display_url, fail_lost_trials, open_storage
+from hps.search.study import (
     FAIL_REASON,
     INTERRUPTED_REASON,
     RETRY_OF,
@@ -30,7 +26,11 @@ from search.study import (
     requeue_interrupted,
     state_counts,
 )
-from search.workers import ask_within_budget, budget_lock
+from hps.search.workers import ask_within_budget, budget_lock
+from optuna.distributions import FloatDistribution
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import TrialState
+from sqlalchemy import text
 
 SPEC = StudySpec(name="s", direction="maximize", metric="accuracy", identity={"data": "sst2"})
 LOST_REASON = "lost: its worker stopped beating for 2 s (killed, or its machine was lost)"
@@ -224,10 +224,10 @@ def test_a_connection_left_half_read_by_ctrl_c_is_not_reused(sqlite_url):
     elsewhere.ask()  # a new running trial
     # Each of the pool's connections in turn: the half-read one would see 3 trials and fail to write at once.
     for attempt in range(8):
-        trials = storage.get_all_trials(study._study_id)
+        trials = storage.get_all_trials(study_id(study))
         assert len(trials) == 4
-        storage.set_trial_user_attr(trials[-1]._trial_id, "attempt", attempt)
-    assert storage.get_all_trials(study._study_id)[-1].user_attrs == {"attempt": 7}
+        storage.set_trial_user_attr(trial_id(trials[-1]), "attempt", attempt)
+    assert storage.get_all_trials(study_id(study))[-1].user_attrs == {"attempt": 7}
 
 
 def test_a_failed_commit_is_stored_with_the_reason_the_database_gave():

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hps.search._compat import stale_trial_ids
+from hps.search.storage import FAIL_REASON, RETRY_OF, HeartbeatSettings, open_storage
+from hps.search.study import counted_trials, state_counts
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from search.storage import FAIL_REASON, RETRY_OF, HeartbeatSettings, open_storage
-from search.study import counted_trials, state_counts
 from tests.conftest import composed
 from tests.test_workers import _wait_for_running_trial, check_exact_budget, finish, worker
 
@@ -122,7 +123,7 @@ def test_the_sweeper_beats_for_its_trial_while_the_submitit_job_runs(tmp_path):
             with sqlite3.connect(f"file:{tmp_path}/hps.db?mode=ro", uri=True, timeout=10) as connection:
                 rows = connection.execute("SELECT trial_id, heartbeat FROM trial_heartbeats").fetchall()
             study = optuna.load_study(study_name=STUDY, storage=open_storage(storage, heartbeat=heartbeat))
-            stale_seen += study._storage._get_stale_trial_ids(study._study_id)
+            stale_seen += stale_trial_ids(study)
         except (sqlite3.OperationalError, KeyError):  # the database, its tables or the study not created yet
             rows = []
         for trial_id, beat in rows:
@@ -136,7 +137,7 @@ def test_the_sweeper_beats_for_its_trial_while_the_submitit_job_runs(tmp_path):
     for trial in study.trials:
         seconds = trial.duration.total_seconds()
         assert seconds > 2 * heartbeat.grace_period  # stale twice over, had the sweeper not beaten for it
-        assert len(beats[trial._trial_id]) >= seconds / heartbeat.interval / 2, (seconds, beats)
+        assert len(beats[trial_id(trial)]) >= seconds / heartbeat.interval / 2, (seconds, beats)
 
 
 def test_a_killed_submitit_job_s_trial_fails_as_lost_and_runs_again(tmp_path):

@@ -20,12 +20,12 @@ import optuna
 import optuna_dashboard
 import pytest
 import yaml
+from hps.objectives.finetune import main as finetune_main
+from hps.search.study import FAIL_REASON, INTERRUPTED, RETRY_OF
+from hps.search.sweeper import StopSignals
+from hps.search.trial import record
 from optuna.trial import TrialState
 
-from objectives.finetune import main as finetune_main
-from search.study import FAIL_REASON, INTERRUPTED, RETRY_OF
-from search.sweeper import StopSignals
-from search.trial import record
 from tests.conftest import REPO, SHIPPED_DATA, run_cli, write_csv
 
 SMOKE = ["-m", "experiment=smoke"]
@@ -352,7 +352,7 @@ def stop_after_first_evaluation(module: str, *args: str, studies: Path, stop: in
 def test_ctrl_c_or_sigterm_leaves_the_study_consistent_and_resumable(studies, stop):
     args = (*SMOKE, "hydra.sweeper.n_trials=2", "training.num_epochs=200")
     returncode, stderr = stop_after_first_evaluation(
-        "objectives.finetune", *args, studies=studies, stop=stop, study="smoke"
+        "hps.objectives.finetune", *args, studies=studies, stop=stop, study="smoke"
     )
     assert returncode == 130, stderr
     assert "run the same command again to resume" in stderr and "Traceback" not in stderr
