@@ -58,8 +58,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from hps.objectives.lcbench import DATA_ENV, Surrogate
-from hps.search.space import SearchSpace, parse_search_space
 from optuna.distributions import FloatDistribution, IntDistribution
 from search_quality import (
     CONFIGURATIONS,
@@ -75,6 +73,9 @@ from search_quality import (
     summarise,
 )
 from threadpoolctl import threadpool_limits
+
+from hps.objectives.lcbench import DATA_ENV, Surrogate
+from hps.search.space import SearchSpace, parse_search_space
 
 ETA = 3
 REFERENCES = ("default", "TPE + incumbent", "TPE")  # search_quality.py configurations shown beside the external ones

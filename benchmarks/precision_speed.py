@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 import transformers
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.device import Placement, cpu_has_native_bf16
 from hps.objectives.model import load_classifier, load_tokenizer
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

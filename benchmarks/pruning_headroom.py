@@ -27,9 +27,10 @@ import statistics
 
 import optuna
 import search_quality
+from hydra.utils import instantiate
+
 from hps.objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
 from hps.search.space import parse_search_space
-from hydra.utils import instantiate
 
 POLICIES = ("configured pruner", "keep improving", "stop the rest at the first rung", "oracle")
 

@@ -39,13 +39,14 @@ from typing import Any
 
 import numpy as np
 import optuna
-from hps.objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
-from hps.search.space import SearchSpace, parse_search_space
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
+
+from hps.objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
+from hps.search.space import SearchSpace, parse_search_space
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC = "val_balanced_accuracy"

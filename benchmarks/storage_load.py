@@ -25,10 +25,11 @@ import uuid
 from pathlib import Path
 
 import optuna
+from optuna.distributions import FloatDistribution
+
 from hps.search.storage import HeartbeatSettings, open_storage
 from hps.search.trial import TrialLink
 from hps.search.workers import Heartbeat, ask_within_budget, quiet_optuna_notices
-from optuna.distributions import FloatDistribution
 
 DISTRIBUTIONS = {"x": FloatDistribution(-5, 5), "y": FloatDistribution(-5, 5)}
 HEARTBEAT = HeartbeatSettings(interval=30, grace_period=120, max_retry=1)

@@ -37,11 +37,6 @@ from pathlib import Path
 import optuna
 import torch
 import transformers
-from hps.objectives.metrics import metric_function
-from hps.objectives.model import freeze_bottom, load_classifier
-from hps.objectives.train import EVAL_BATCH_SIZE
-from hps.search.space import SearchSpace, parse_search_space
-from hps.search.study import state_counts
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -49,6 +44,12 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState
 from torch import nn
 from trial_speed import CONF, hf_arguments, tokenised_splits
+
+from hps.objectives.metrics import metric_function
+from hps.objectives.model import freeze_bottom, load_classifier
+from hps.objectives.train import EVAL_BATCH_SIZE
+from hps.search.space import SearchSpace, parse_search_space
+from hps.search.study import state_counts
 
 REPO = CONF.parent
 HF_ARGUMENTS = {  # our training key -> the TrainingArguments field hyperparameter_search sets

@@ -24,11 +24,12 @@ import math
 import os
 import statistics
 
-from hps.objectives.lcbench import DATA_ENV, Surrogate
-from hps.search.space import parse_search_space
 from omegaconf import OmegaConf
 from optuna.distributions import FloatDistribution, IntDistribution
 from search_quality import CONF, METRIC
+
+from hps.objectives.lcbench import DATA_ENV, Surrogate
+from hps.search.space import parse_search_space
 
 SPACE = CONF / "search_space" / "lcbench.yaml"
 

@@ -27,6 +27,10 @@ from pathlib import Path
 import torch
 import transformers
 from datasets import Dataset
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.device import placement
 from hps.objectives.finetune import fine_tune
@@ -34,9 +38,6 @@ from hps.objectives.metrics import metric_function
 from hps.objectives.model import freeze_bottom, load_classifier, load_tokenizer
 from hps.objectives.train import predict
 from hps.search.trial import TrialLink
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 VARIANTS = {  # row -> (group_by_length, feature_cache)

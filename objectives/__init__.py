@@ -8,8 +8,9 @@ nothing heavy: the synthetic objective starts without torch.
 import importlib
 import os
 
-from hps.search.errors import ConfigError
 from omegaconf import OmegaConf
+
+from hps.search.errors import ConfigError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

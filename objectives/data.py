@@ -21,8 +21,9 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from hps.search.errors import ConfigError, first_line, is_whole_number
 from omegaconf import DictConfig
+
+from hps.search.errors import ConfigError, first_line, is_whole_number
 
 datasets.disable_progress_bars()
 datasets.logging.set_verbosity_error()

@@ -21,8 +21,9 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from hps.search.errors import ConfigError
 from omegaconf import DictConfig
+
+from hps.search.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from hps.search._compat import dataset_fingerprint
-from hps.search.errors import ConfigError
 from omegaconf import DictConfig
 from torch import nn
 from transformers import DataCollatorWithPadding
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import SequenceClassifierOutput
+
+from hps.search._compat import dataset_fingerprint
+from hps.search.errors import ConfigError
 
 BATCH_SIZE = 64
 

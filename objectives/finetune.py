@@ -26,6 +26,9 @@ import hydra
 import torch
 import transformers
 from datasets import Dataset, concatenate_datasets
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.device import (
     OutOfMemory,
@@ -45,8 +48,6 @@ from hps.search.progress import console, training_progress
 from hps.search.space import SearchSpace
 from hps.search.trial import TrialLink, package_versions
 from hps.search.workers import threads_per_worker
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 

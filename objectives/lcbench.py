@@ -23,10 +23,11 @@ from pathlib import Path
 
 import hydra
 import numpy as np
+from omegaconf import DictConfig
+
 from hps.search.errors import ConfigError, exit_on_config_error
 from hps.search.space import SearchSpace
 from hps.search.trial import TrialLink
-from omegaconf import DictConfig
 
 DATA_ENV = "HPS_YAHPO_DATA"
 EPOCHS = 52

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from hps.search.errors import ConfigError
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+from hps.search.errors import ConfigError
 
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "accuracy": accuracy_score,

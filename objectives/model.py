@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import transformers
-from hps.search.errors import ConfigError
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+from hps.search.errors import ConfigError
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()

@@ -14,10 +14,11 @@ import random
 import time
 
 import hydra
+from omegaconf import DictConfig
+
 from hps.search.errors import ConfigError, is_whole_number
 from hps.search.space import SearchSpace
 from hps.search.trial import TrialLink
-from omegaconf import DictConfig
 
 
 def curve(x: float, y: float, steps: int, noise: float) -> list[float]:

@@ -16,16 +16,17 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from datasets import Dataset
-from hps.objectives.batching import LengthGroupedBatches
-from hps.objectives.device import CPU_FP32, Placement
-from hps.objectives.features import FeatureTable, example_lengths
-from hps.search.errors import ConfigError
-from hps.search.progress import TrainingProgress
 from omegaconf import DictConfig
 from sklearn.metrics import confusion_matrix
 from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
+
+from hps.objectives.batching import LengthGroupedBatches
+from hps.objectives.device import CPU_FP32, Placement
+from hps.objectives.features import FeatureTable, example_lengths
+from hps.search.errors import ConfigError
+from hps.search.progress import TrainingProgress
 
 EVAL_BATCH_SIZE = 64
 # transformers schedules that run on the step count alone (others need a metric or extra arguments)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-from hps.search._compat import study_storage
 from optuna.artifacts import FileSystemArtifactStore, get_all_artifact_meta
+
+from hps.search._compat import study_storage
 
 DEFAULT_FOLDER = "artifacts"  # below the studies folder
 

@@ -15,12 +15,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from hps.search.errors import exit_on_config_error
-from hps.search.export import FORMATS, Selection, export
-from hps.search.storage import default_storage, studies_dir
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from hps.search.errors import exit_on_config_error
+from hps.search.export import FORMATS, Selection, export
+from hps.search.storage import default_storage, studies_dir
 
 
 def parser() -> argparse.ArgumentParser:

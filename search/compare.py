@@ -19,11 +19,12 @@ from statistics import median
 
 import optuna
 import plotly.graph_objects as go
+from optuna.trial import FrozenTrial, TrialState
+
 from hps.search.errors import ConfigError
 from hps.search.report import html_page
 from hps.search.storage import display_url, open_storage
 from hps.search.study import IDENTITY, ranked_complete_trials, state_counts, study_names
-from optuna.trial import FrozenTrial, TrialState
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

@@ -14,6 +14,7 @@ from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna_dashboard
+
 from hps.search.artifacts import artifact_store
 from hps.search.errors import ConfigError
 from hps.search.progress import console

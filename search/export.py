@@ -20,11 +20,12 @@ from pathlib import Path
 
 import optuna
 import yaml
+from optuna.trial import FrozenTrial, TrialState
+
 from hps.search.errors import ConfigError
 from hps.search.storage import display_url
 from hps.search.study import load_study, ranked_complete_trials, state_counts
 from hps.search.trial import package_versions, record
-from optuna.trial import FrozenTrial, TrialState
 
 FORMATS = ("yaml", "json")
 

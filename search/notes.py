@@ -14,11 +14,12 @@ from typing import Any
 
 import optuna
 import optuna_dashboard
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import FrozenTrial, TrialState
+
 from hps.search._compat import trial_id
 from hps.search.space import SearchSpace, describe
 from hps.search.study import FAIL_REASON, RETRY_OF, WARM_START_FROM, StudySpec
-from omegaconf import DictConfig, OmegaConf
-from optuna.trial import FrozenTrial, TrialState
 
 SETUP = "setup"
 

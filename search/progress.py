@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import optuna
-from hps.search.study import counted_trials, ranked_complete_trials, state_counts
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from hps.search.study import counted_trials, ranked_complete_trials, state_counts
 
 # Logs (not a terminal) get wide lines rather than rich's 80-column default, so tables are not truncated.
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)

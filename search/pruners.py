@@ -9,9 +9,10 @@ import math
 from collections.abc import Sequence
 
 import optuna
-from hps.search.errors import is_whole_number
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
+
+from hps.search.errors import is_whole_number
 
 
 class IncumbentPruner(optuna.pruners.BasePruner):

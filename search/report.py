@@ -19,12 +19,13 @@ import optuna
 import optuna.visualization as plotly_plots
 import optuna.visualization.matplotlib as matplotlib_plots
 import plotly.graph_objects as go
+from optuna.importance import FanovaImportanceEvaluator
+from optuna.trial import TrialState
+
 from hps.search.figures import save_figure
 from hps.search.notes import SETUP
 from hps.search.progress import format_value
 from hps.search.study import ranked_complete_trials, state_counts
-from optuna.importance import FanovaImportanceEvaluator
-from optuna.trial import TrialState
 
 STATE_STYLE = {  # intermediate-value curves by how the trial ended
     TrialState.COMPLETE: ("complete", "#1f77b4", "solid"),

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.trial import FrozenTrial, TrialState
+
 from hps.search._compat import StudyWithTrials
 from hps.search.errors import is_whole_number
-from optuna.trial import FrozenTrial, TrialState
 
 
 class FocusedTPESampler(optuna.samplers.TPESampler):

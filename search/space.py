@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hps.search.errors import ConfigError, first_line
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.errors import HydraException
@@ -35,6 +34,8 @@ from optuna.distributions import (
     distribution_to_json,
     json_to_distribution,
 )
+
+from hps.search.errors import ConfigError, first_line
 
 TYPES = ("float", "int", "categorical")
 _NUMERIC_FIELDS = {"key", "type", "low", "high", "log", "step"}

@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from hps.search._compat import grace_period, is_heartbeat_enabled, stale_trial_ids, study_storage
-from hps.search.errors import ConfigError, first_line
 from optuna.trial import TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
@@ -40,6 +38,9 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
+
+from hps.search._compat import grace_period, is_heartbeat_enabled, stale_trial_ids, study_storage
+from hps.search.errors import ConfigError, first_line
 
 # Seconds an SQLite connection waits for a lock before failing: trials write briefly but a dashboard or a
 # second worker may hold the file for a moment.

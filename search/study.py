@@ -17,11 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import optuna
+from optuna.trial import TrialState
+
 from hps.search._compat import study_id
 from hps.search.errors import ConfigError
 from hps.search.space import SearchSpace, describe_json
 from hps.search.storage import FAIL_REASON, RETRY_OF, display_url, open_storage
-from optuna.trial import TrialState
 
 INTERRUPTED = "interrupted"
 INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM)"

@@ -30,6 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException, InstantiationException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+from rich.markup import escape
+
 from hps.search._compat import job_error
 from hps.search.errors import ConfigError, exit_on_config_error, failure_reason, first_line, is_whole_number
 from hps.search.notes import record_setup, record_trial_note, study_setup
@@ -76,17 +88,6 @@ from hps.search.workers import (
     quiet_optuna_notices,
     worker_name,
 )
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep
-from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
-from hydra.errors import HydraException, InstantiationException
-from hydra.plugins.sweeper import Sweeper
-from hydra.types import HydraContext, TaskFunction
-from hydra.utils import get_method, instantiate
-from omegaconf import DictConfig, OmegaConf
-from optuna.trial import TrialState
-from rich.markup import escape
 
 EXIT_INTERRUPTED = 130
 

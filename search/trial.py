@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from hps.search._compat import study_id, study_storage, trial_id
-from hps.search.artifacts import artifact_store, attach
-from hps.search.storage import open_storage
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from optuna.artifacts import FileSystemArtifactStore
+
+from hps.search._compat import study_id, study_storage, trial_id
+from hps.search.artifacts import artifact_store, attach
+from hps.search.storage import open_storage
 
 RECORD_PREFIX = "hps:"
 
@@ -47,9 +48,9 @@ class TrialLink:
         study = optuna.load_study(
             study_name=where.study, storage=open_storage(sweeper.storage), pruner=instantiate(sweeper.pruner)
         )
-        trial_id = study_storage(study).get_trial_id_from_study_id_trial_number(study_id(study), where.number)
+        stored_id = study_storage(study).get_trial_id_from_study_id_trial_number(study_id(study), where.number)
         folder = sweeper.get("artifact_dir")
-        return cls(optuna.Trial(study, trial_id), artifact_store(folder) if folder else None)
+        return cls(optuna.Trial(study, stored_id), artifact_store(folder) if folder else None)
 
     @property
     def in_study(self) -> bool:

@@ -37,15 +37,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+from omegaconf import DictConfig
+from optuna.distributions import BaseDistribution
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
 from hps.search._compat import trial_id
 from hps.search.errors import ConfigError, failure_reason, first_line, is_whole_number
 from hps.search.progress import console
 from hps.search.storage import HeartbeatSettings, fail_lost_trials
 from hps.search.study import INTERRUPTED_REASON, budget_spent, fail_trial
-from omegaconf import DictConfig
-from optuna.distributions import BaseDistribution
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
 
 WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
 WORKER_INDEX_ENV = "HPS_WORKER_INDEX"  # set in the children a sweeper starts: they start none themselves

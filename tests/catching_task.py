@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 
 import hydra
-from hps.search.trial import TrialLink
 from omegaconf import DictConfig
+
+from hps.search.trial import TrialLink
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="synthetic")

@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hps.objectives  # noqa: F401 - registers the model_package_path config resolver
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+import hps.objectives  # noqa: F401 - registers the model_package_path config resolver
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DATA = REPO / "data"

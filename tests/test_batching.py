@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import torch
+
 from hps.objectives.batching import LengthGroupedBatches
 
 

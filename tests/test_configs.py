@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from hydra.utils import instantiate
+
 from hps.search.notes import study_setup
 from hps.search.pruners import IncumbentPruner
 from hps.search.samplers import PruningAwareGPSampler
 from hps.search.space import parse_search_space
 from hps.search.study import StudySpec
-from hydra.utils import instantiate
-
 from tests.conftest import REPO, composed
 
 

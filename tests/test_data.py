@@ -8,11 +8,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
+
 from hps.objectives.data import LABELS, load_splits, tokenize
 from hps.objectives.model import load_classifier, load_tokenizer
 from hps.search.errors import ConfigError
-from omegaconf import OmegaConf
-
 from tests.conftest import REPO, composed, write_csv
 
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+
 from hps.objectives import device as devices
 from hps.objectives.device import Placement, placement
 from hps.objectives.finetune import fine_tune
 from hps.search.errors import ConfigError
 from hps.search.trial import TrialLink
-from omegaconf import OmegaConf
-
 from tests.conftest import run_cli
 
 

@@ -12,6 +12,7 @@ from collections import defaultdict
 import optuna
 import pytest
 import torch
+
 from hps.search import workers
 from hps.search.errors import ConfigError
 from hps.search.workers import (
@@ -24,7 +25,6 @@ from hps.search.workers import (
     parse_visible_devices,
     visible_devices,
 )
-
 from tests.test_workers import check_exact_budget, finish, worker
 
 FOUR = ["0", "1", "2", "3"]

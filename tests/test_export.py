@@ -9,15 +9,15 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.metrics import metric_function
 from hps.objectives.train import predict
 from hps.search.cli import main as hps
 from hps.search.study import WARM_START_FROM
 from hps.search.trial import record
-from optuna.trial import TrialState
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
-
 from tests.conftest import composed, run_cli
 
 # A tiny model that learns something in 2 epochs, so that curves differ; nothing pruned (100 start-up trials).

@@ -19,6 +19,9 @@ import optuna
 import optuna_dashboard
 import plotly.graph_objects as go
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
+
 from hps.objectives.metrics import metric_function
 from hps.search._compat import trial_id
 from hps.search.artifacts import artifact_store, attached_files
@@ -29,9 +32,6 @@ from hps.search.report import FIGURES, report_figures, write_report
 from hps.search.storage import RETRY_OF
 from hps.search.study import INTERRUPTED
 from hps.search.trial import record
-from optuna.distributions import FloatDistribution
-from optuna.trial import TrialState
-
 from tests.conftest import REPO, run_cli
 from tests.test_storage_and_study import damaged_study, digest
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hps.objectives.lcbench import EPOCHS, HYPERPARAMETERS, Surrogate
 from optuna.trial import TrialState
 
+from hps.objectives.lcbench import EPOCHS, HYPERPARAMETERS, Surrogate
 from tests.conftest import REPO
 
 DATA = Path(os.environ.get("HPS_YAHPO_DATA") or REPO.parent / "shared" / "benchmarks" / "yahpo_gym")

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from omegaconf import open_dict
+
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.features import TopLayers, cached_features, pad_features
 from hps.objectives.finetune import fine_tune
 from hps.objectives.model import freeze_bottom, load_classifier, load_tokenizer
 from hps.objectives.train import evaluation_points
 from hps.search.trial import TrialLink
-from omegaconf import open_dict
-
 from tests.conftest import REPO, composed
 
 SHARED_DATA = REPO.parent / "shared" / "data"

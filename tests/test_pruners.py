@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from hps.search.pruners import IncumbentPruner
 from optuna.trial import TrialState
+
+from hps.search.pruners import IncumbentPruner
 
 BEST_CURVE = {4: 0.50, 16: 0.80, 32: 0.90, 52: 0.92}
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
+
 from hps.search.errors import ConfigError
 from hps.search.space import parse_search_space
 from hps.search.study import FAIL_REASON, INTERRUPTED, SEARCH_SPACE, StudySpec, open_study, repeated_failure
-from optuna.trial import TrialState
-
 from tests.conftest import REPO
 
 SEEDED = ["hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0", "hydra.sweeper.study_name=s"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from hps.search.errors import ConfigError
-from hps.search.space import SearchSpace, parse_parameter, parse_search_space, parse_sweeper_params
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from hps.search.errors import ConfigError
+from hps.search.space import SearchSpace, parse_parameter, parse_search_space, parse_sweeper_params
 
 
 def test_parses_every_type():

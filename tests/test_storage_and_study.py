@@ -10,6 +10,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import TrialState
+from sqlalchemy import text
+
 from hps.search._compat import study_id, trial_id
 from hps.search.errors import ConfigError, failure_reason
 from hps.search.progress import StudyView, top_trials_table
@@ -27,10 +32,6 @@ from hps.search.study import (
     state_counts,
 )
 from hps.search.workers import ask_within_budget, budget_lock
-from optuna.distributions import FloatDistribution
-from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import TrialState
-from sqlalchemy import text
 
 SPEC = StudySpec(name="s", direction="maximize", metric="accuracy", identity={"data": "sst2"})
 LOST_REASON = "lost: its worker stopped beating for 2 s (killed, or its machine was lost)"

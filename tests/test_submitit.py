@@ -18,13 +18,13 @@ from pathlib import Path
 
 import optuna
 import pytest
-from hps.search._compat import stale_trial_ids
-from hps.search.storage import FAIL_REASON, RETRY_OF, HeartbeatSettings, open_storage
-from hps.search.study import counted_trials, state_counts
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from hps.search._compat import stale_trial_ids
+from hps.search.storage import FAIL_REASON, RETRY_OF, HeartbeatSettings, open_storage
+from hps.search.study import counted_trials, state_counts
 from tests.conftest import composed
 from tests.test_workers import _wait_for_running_trial, check_exact_budget, finish, worker
 

@@ -20,12 +20,12 @@ import optuna
 import optuna_dashboard
 import pytest
 import yaml
+from optuna.trial import TrialState
+
 from hps.objectives.finetune import main as finetune_main
 from hps.search.study import FAIL_REASON, INTERRUPTED, RETRY_OF
 from hps.search.sweeper import StopSignals
 from hps.search.trial import record
-from optuna.trial import TrialState
-
 from tests.conftest import REPO, SHIPPED_DATA, run_cli, write_csv
 
 SMOKE = ["-m", "experiment=smoke"]
