@@ -2,7 +2,7 @@
 
 Each worker is a process running the sweeper's loop without the training: ``ask_within_budget`` (stale
 check, budget lock, budget count, ask, worker attribute, first heartbeat), then ``steps`` evaluations through
-:class:`~search.trial.TrialLink` (report + pruning decision) with a sleep standing for training, then
+:class:`~hps.search.trial.TrialLink` (report + pruning decision) with a sleep standing for training, then
 ``tell``. It measures, per trial, the time spent in storage calls (ask + reports + tell, sleeps excluded)
 and, per run, trials per second, for 1, 2, 4, 8 and 16 workers on PostgreSQL and on SQLite::
 
@@ -27,9 +27,10 @@ from pathlib import Path
 import optuna
 from optuna.distributions import FloatDistribution
 
+from hps.search.heartbeats import Heartbeat
 from hps.search.storage import HeartbeatSettings, open_storage
 from hps.search.trial import TrialLink
-from hps.search.workers import Heartbeat, ask_within_budget, quiet_optuna_notices
+from hps.search.workers import ask_within_budget, quiet_optuna_notices
 
 DISTRIBUTIONS = {"x": FloatDistribution(-5, 5), "y": FloatDistribution(-5, 5)}
 HEARTBEAT = HeartbeatSettings(interval=30, grace_period=120, max_retry=1)

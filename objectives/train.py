@@ -134,8 +134,8 @@ def train(
             {"params": [p for p in trainable if id(p) in no_decay], "weight_decay": 0.0},
         ],
         lr=training.learning_rate,
-        # One kernel over all parameters instead of a loop of small ones: a third more steps/s on the CPU
-        # (benchmarks/RESULTS.md, "Trial speed"); the CPU and CUDA have it, MPS takes the default.
+        # One kernel over all parameters instead of a loop over them (HF Trainer's default too); CPU and CUDA
+        # have it, MPS takes the loop.
         fused=placement.device.type in ("cpu", "cuda"),
     )
     total_steps = len(loader) * training.num_epochs

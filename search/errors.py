@@ -19,7 +19,12 @@ class ConfigError(Exception):
 
 
 def is_whole_number(value: object, minimum: int) -> bool:
-    """Whether ``value`` is an int >= ``minimum``, not a bool (YAML's ``true`` is not a count)."""
+    """Whether ``value`` is an int >= ``minimum``, not a bool (YAML's ``true`` is not a count).
+
+    Args:
+        value: The value as the config gives it.
+        minimum: The smallest value allowed.
+    """
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 

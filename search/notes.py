@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from hps.search._compat import trial_id
-from hps.search.space import SearchSpace, describe
-from hps.search.study import FAIL_REASON, RETRY_OF, WARM_START_FROM, StudySpec
+from hps.search.distributions import describe
+from hps.search.reruns import WARM_START_FROM
+from hps.search.space import SearchSpace
+from hps.search.study import FAIL_REASON, RETRY_OF, StudySpec
 
 SETUP = "setup"
 
@@ -27,7 +29,16 @@ SETUP = "setup"
 def study_setup(
     spec: StudySpec, space: SearchSpace, sampler: DictConfig, pruner: DictConfig, n_trials: int, storage: str
 ) -> dict[str, Any]:
-    """The study's set-up as JSON-friendly text: what the note and the report show."""
+    """The study's set-up as JSON-friendly text: what the note and the report show.
+
+    Args:
+        spec: What the study optimises.
+        space: Its search space.
+        sampler: The sampler's config, shown as a call (``TPESampler(seed=0)``).
+        pruner: The pruner's config, likewise.
+        n_trials: The budget.
+        storage: The storage URL, its password masked.
+    """
     return {
         "objective": f"{spec.direction} {spec.metric}",
         **{key: str(value) for key, value in spec.identity.items()},
@@ -63,7 +74,12 @@ def setup_markdown(study_name: str, setup: Mapping[str, Any]) -> str:
 
 
 def record_setup(study: optuna.Study, setup: Mapping[str, Any]) -> None:
-    """Store the set-up with the study and as its dashboard note (again on resume, so the budget stays true)."""
+    """Store the set-up with the study and as its dashboard note (again on resume, so the budget stays true).
+
+    Args:
+        study: The study.
+        setup: Its set-up (:func:`study_setup`); left alone when unchanged, so a resume writes nothing.
+    """
     if study.user_attrs.get(SETUP) == setup:
         return
     study.set_user_attr(SETUP, dict(setup))
@@ -74,7 +90,12 @@ _PEAKS = (("max_rss_mb", "host"), ("cuda_peak_mb", "GPU"))
 
 
 def trial_markdown(trial: FrozenTrial, metric: str) -> str:
-    """How the trial ended, in one paragraph."""
+    """How the trial ended, in one paragraph.
+
+    Args:
+        trial: The finished trial.
+        metric: The metric's name, as the note shows its values.
+    """
     seconds = trial.duration.total_seconds() if trial.duration else 0.0
     steps = sorted(trial.intermediate_values)
     if trial.state == TrialState.COMPLETE:
@@ -105,7 +126,13 @@ def _evaluations(count: int) -> str:
 
 
 def record_trial_note(study: optuna.Study, trial: FrozenTrial, metric: str) -> None:
-    """Write :func:`trial_markdown` as the trial's dashboard note."""
+    """Write :func:`trial_markdown` as the trial's dashboard note.
+
+    Args:
+        study: The trial's study.
+        trial: The finished trial.
+        metric: The metric's name.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna_dashboard.save_note(optuna.Trial(study, trial_id(trial)), trial_markdown(trial, metric))

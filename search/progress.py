@@ -82,7 +82,11 @@ class TrainingProgress:
 
 @contextmanager
 def training_progress(description: str) -> Iterator[TrainingProgress]:
-    """A progress row for one training run: inside the active study view, or standalone."""
+    """A progress row for one training run: inside the active study view, or standalone.
+
+    Args:
+        description: The row's label (``trial 7``, ``training``).
+    """
     if _active_view is not None:
         progress = _active_view.progress
         task = progress.add_task(description, total=None, info="")
@@ -96,7 +100,14 @@ def training_progress(description: str) -> Iterator[TrainingProgress]:
 
 
 class StudyView:
-    """The live view of one study; use as a context manager around its trial loop."""
+    """The live view of one study; use as a context manager around its trial loop.
+
+    Args:
+        study: The study whose trials run.
+        n_trials: Its budget, the row's total.
+        done: Trials already done (a resumed study), where the row starts.
+        metric: The metric's name, as the row and each finished trial's line show it.
+    """
 
     def __init__(self, study: optuna.Study, n_trials: int, done: int, metric: str) -> None:
         self.study, self.metric = study, metric
@@ -149,7 +160,13 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def top_trials_table(study: optuna.Study, metric: str, limit: int = 10) -> Table:
-    """The best complete trials, best first, with their parameters and cost."""
+    """The best complete trials, best first, with their parameters and cost.
+
+    Args:
+        study: The study.
+        metric: The metric's name, the value column's heading.
+        limit: The most rows: a long study's table stays on a screen.
+    """
     complete = ranked_complete_trials(study)
     names = sorted({name for t in complete for name in t.params})
     table = Table(

@@ -1,6 +1,7 @@
 """Pruners of our own, on Optuna's pruner interface.
 
-:class:`IncumbentPruner` is the default's pruner around successive halving (README, "Search quality").
+:class:`IncumbentPruner` is the default's pruner, around successive halving; why it is set as it is, measured:
+benchmarks/RESULTS.md, "Appendix: how the pruner and TPE's settings were chosen".
 """
 
 from __future__ import annotations
@@ -20,15 +21,44 @@ class IncumbentPruner(optuna.pruners.BasePruner):
 
     Successive halving compares a trial only with the trials that reached the same rung before it. Once the
     sampler has narrowed in on a good region, most new trials are in the top half of that history, pass every
-    rung and train to the end without beating the best trial: on lcbench this took 29% of the epochs of a budget
-    of 10 full trainings. Late in training a curve ranks its end well (on lcbench, rank correlation with the final
-    value 0.83 at step 16 and 0.94 at step 32, against 0.49 at step 4), so at those steps a trial whose value is
-    more than ``margin`` worse than the best complete trial's value at the same step stops.
+    rung and train to the end without beating the best trial. Late in training a curve ranks its end well, so at
+    ``steps`` a trial whose value is more than ``margin`` worse than the best complete trial's value at the same
+    step stops. Measured on learning-curve benchmarks: benchmarks/RESULTS.md, "Why the pruner and TPE are set as
+    they are".
 
     The comparison says most while the best trial is still ordinary: a trial behind it is then unlikely to be
     the best. Once the best is near the top of the space, trials that end above it are often a little behind it
-    halfway, so after ``max_complete_trials`` complete trials (``None``: never) only ``wrapped_pruner`` decides;
-    so it does before the first trial completes, at steps the best trial did not report, and for NaN values.
+    halfway, so after ``max_complete_trials`` complete trials only ``wrapped_pruner`` decides; so it does before
+    the first trial completes, at steps the best trial did not report, and for NaN values.
+
+    Example:
+
+        .. code-block:: python
+
+            import optuna
+            from hps.search.pruners import IncumbentPruner
+
+
+            def objective(trial):
+                x = trial.suggest_float("x", 0, 1)
+                for step in range(1, 9):
+                    trial.report(x * step / 8, step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+                return x
+
+
+            pruner = IncumbentPruner(optuna.pruners.SuccessiveHalvingPruner(), steps=[4, 8], margin=0.05)
+            study = optuna.create_study(direction="maximize", pruner=pruner)
+            study.optimize(objective, n_trials=20)
+
+    Args:
+        wrapped_pruner: The pruner asked first (successive halving in the default); what it stops, stops.
+        steps: The steps at which a trial is also compared with the best complete trial: late ones, where a curve
+            already ranks its end well.
+        margin: How far behind the best trial, in the objective's units, a trial may be and go on; noise room.
+        max_complete_trials: After this many complete trials only ``wrapped_pruner`` decides (``None``: never),
+            since trials that end above a near-best trial are often a little behind it halfway.
     """
 
     def __init__(
@@ -49,6 +79,7 @@ class IncumbentPruner(optuna.pruners.BasePruner):
         self._max_complete_trials = max_complete_trials
 
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether to stop ``trial`` at its last reported step (Optuna's pruner interface)."""
         if self._wrapped_pruner.prune(study, trial):  # always asked first: successive halving records rungs
             return True
         step = trial.last_step

@@ -1,7 +1,7 @@
 """Samplers of our own, on Optuna's sampler interface.
 
-:class:`PruningAwareGPSampler` is the default's sampler; :class:`FocusedTPESampler` is the ``tpe`` sampler, the default
-until 2026-11-25 (README, "Search quality").
+:class:`PruningAwareGPSampler` is the default's sampler and :class:`FocusedTPESampler` the ``tpe`` sampler; why each
+is set as it is, measured: benchmarks/RESULTS.md, "Search quality".
 """
 
 from __future__ import annotations
@@ -25,11 +25,24 @@ class FocusedTPESampler(optuna.samplers.TPESampler):
 
     TPE splits the finished trials into a good group (the best 10%) and the rest, and samples where the good
     group is dense and the rest is not. Pruned trials count as finished, so under a pruner the group grows faster
-    than the complete trials: on lcbench, after 100 full trainings' worth of epochs the default pruner has
-    finished about 200 trials, 73 of them complete, and the good group holds the best 21 of those. A lower
-    limit keeps TPE sampling around the best few once a study is long. Up to ``10 * max_good_trials`` finished
-    trials it samples exactly as Optuna's TPE (for a single objective, as the platform's studies have, and a
-    limit of at most 25). Every other argument is ``TPESampler``'s, but ``gamma``, which this one sets.
+    than the complete trials and fills with trials that never finished; a lower limit keeps TPE sampling around
+    the best few once a study is long (benchmarks/RESULTS.md, "A limit on TPE's good group"). Up to
+    ``10 * max_good_trials`` finished trials it samples exactly as Optuna's TPE (for a single objective, as the
+    platform's studies have, and a limit of at most 25).
+
+    Example:
+
+        .. code-block:: python
+
+            import optuna
+            from hps.search.samplers import FocusedTPESampler
+
+            study = optuna.create_study(sampler=FocusedTPESampler(max_good_trials=10, seed=0))
+            study.optimize(lambda trial: (trial.suggest_float("x", -3, 3) - 1) ** 2, n_trials=20)
+
+    Args:
+        max_good_trials: The most trials TPE's good group holds; lower focuses a long study on its best few.
+        tpe_arguments: Any other argument of ``TPESampler``, but ``gamma``, which ``max_good_trials`` sets.
     """
 
     def __init__(self, *, max_good_trials: int = 25, **tpe_arguments: Any) -> None:
@@ -44,7 +57,12 @@ class FocusedTPESampler(optuna.samplers.TPESampler):
 
 
 def good_group_size(finished_trials: int, limit: int) -> int:
-    """Optuna's size of TPE's good group, 10% of the finished trials rounded up, but at most ``limit``."""
+    """Optuna's size of TPE's good group, 10% of the finished trials rounded up, but at most ``limit``.
+
+    Args:
+        finished_trials: The trials TPE splits (complete and pruned).
+        limit: ``max_good_trials`` of :class:`FocusedTPESampler`.
+    """
     return min(math.ceil(0.1 * finished_trials), limit)
 
 
@@ -54,8 +72,31 @@ class PruningAwareGPSampler(optuna.samplers.GPSampler):
     ``GPSampler`` fits only complete trials. Under a pruner most trials end pruned, so it learns nothing from them:
     it samples at random until ``n_startup_trials`` trials have completed, and afterwards proposes again the region
     the pruner keeps stopping. Here a pruned trial is an observation of its last reported value, which understates
-    where its curve would have ended, much as TPE ranks pruned trials below complete ones. Every argument is
-    ``GPSampler``'s; without pruned trials it samples exactly as ``GPSampler``.
+    where its curve would have ended, much as TPE ranks pruned trials below complete ones. Without pruned trials it
+    samples exactly as ``GPSampler``. Chosen as the default on learning-curve benchmarks: benchmarks/RESULTS.md,
+    "The default: a Gaussian process that learns from pruned trials".
+
+    Example:
+
+        .. code-block:: python
+
+            import optuna
+            from hps.search.samplers import PruningAwareGPSampler
+
+
+            def objective(trial):
+                x = trial.suggest_float("x", -3, 3)
+                for step in range(4):
+                    trial.report((x - 1) ** 2 + 1 / (step + 1), step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+                return (x - 1) ** 2
+
+
+            study = optuna.create_study(sampler=PruningAwareGPSampler(seed=0), pruner=optuna.pruners.MedianPruner())
+            study.optimize(objective, n_trials=15)
+
+    Args are ``GPSampler``'s (``n_startup_trials``, ``seed``, ...).
     """
 
     def sample_relative(
@@ -87,13 +128,33 @@ def seeded_per_trial(build: Callable[[int], optuna.samplers.BaseSampler], seed: 
     process runs it and no two trials share a random stream: a seeded study is reproducible, not repetitive.
     Optuna's QMC sampler is returned as it is: its seed scrambles one sequence that every process must share, and
     it numbers its points in the study.
+
+    Example:
+
+        .. code-block:: python
+
+            import optuna
+            from hps.search.samplers import seeded_per_trial
+
+            sampler = seeded_per_trial(lambda seed: optuna.samplers.RandomSampler(seed=seed), seed=0)
+            study = optuna.create_study(sampler=sampler)
+            study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=5)
+
+    Args:
+        build: Makes the sampler from a seed; called again before each trial with that trial's seed.
+        seed: The study's seed, from which each trial's is derived (:func:`trial_seed`).
     """
     sampler = build(seed)
     return sampler if isinstance(sampler, optuna.samplers.QMCSampler) else _SeededPerTrial(build, seed)
 
 
 def trial_seed(seed: int, number: int) -> int:
-    """The seed of trial ``number`` in a study seeded with ``seed``: independent streams for every pair."""
+    """The seed of trial ``number`` in a study seeded with ``seed``: independent streams for every pair.
+
+    Args:
+        seed: The study's seed.
+        number: The trial's number in its study, the same in whichever worker runs it.
+    """
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 

@@ -3,12 +3,9 @@
 The default is an SQLite file under ``studies/`` (embedded, no set-up), or the URL in ``HPS_STORAGE`` (so a
 password never has to be written in a config or on a command line); any SQLAlchemy URL Optuna supports works,
 PostgreSQL (driver psycopg 3; ``postgresql://`` means ``postgresql+psycopg://``) when several workers or
-machines share a study. SQLite files are switched to write-ahead logging (readers never block the writer) and
-wait up to a minute for a lock, so several local workers and a dashboard share one file without "database is
-locked" failures; an SQLite connection whose work was cut short is closed, not reused
-(:func:`_discard_interrupted_sqlite_connections`). One storage object is kept per URL, heartbeat setting and
-process. A damaged SQLite file is refused in one line with SQLite's integrity check, when the storage is opened
-and when a later query meets the damage (:func:`_refuse_damaged_sqlite`), so nothing writes to it.
+machines share a study. An SQLite file is set up for sharing and refused when damaged (:mod:`hps.search.sqlite`);
+a server that refuses the connection is named with the reason. One storage object is kept per URL, heartbeat
+setting and process.
 """
 
 from __future__ import annotations
@@ -20,40 +17,30 @@ import os
 import re
 import sqlite3
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
-from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
-    DisconnectionError,
     IntegrityError,
     OperationalError,
     ProgrammingError,
     SQLAlchemyError,
 )
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from hps.search._compat import grace_period, is_heartbeat_enabled, stale_trial_ids, study_storage
 from hps.search.errors import ConfigError, first_line
+from hps.search.sqlite import SQLITE_BUSY_TIMEOUT_S, prepare_engine, refuse_if_damaged
 
-# Seconds an SQLite connection waits for a lock before failing: trials write briefly but a dashboard or a
-# second worker may hold the file for a moment.
-SQLITE_BUSY_TIMEOUT_S = 60
 STORAGE_ENV = "HPS_STORAGE"
 SCHEMA_RACE_ATTEMPTS = 5
-ROLLED_BACK = "hps_rolled_back"  # connection info: its last use ended in a rollback
 RETRY_OF = "retry_of"  # user attribute of a re-run: the number of the trial it replaces
 FAIL_REASON = "fail_reason"  # user attribute of a failed trial: why, in one line
 LOST_WORKER = "lost_worker"  # system attribute of a re-run whose original's worker stopped beating
-# SQLite's own words for a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), whichever query meets the damage first.
-DAMAGE_MESSAGES = ("database disk image is malformed", "file is not a database")
-INTEGRITY_CHECK_LIMIT = 20  # problems PRAGMA integrity_check lists at most; the one line shows the first
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 # Why a server refused a connection, told apart by the words of libpq and MySQL; the first that matches says.
 CONNECTION_FAILURES = (
@@ -100,7 +87,11 @@ def display_url(url: str) -> str:
 
 
 def has_password(url: str) -> bool:
-    """Whether ``url`` (as written, before interpolation) spells out a password."""
+    """Whether ``url`` (as written, before interpolation) spells out a password.
+
+    Args:
+        url: The URL as written in the config, so that one read from an environment variable is not counted.
+    """
     try:
         return "${" not in url and make_url(url).password is not None
     except ArgumentError:
@@ -117,6 +108,12 @@ def open_storage(
     error rather than a new empty database. With ``heartbeat``, stale running trials can be failed and retried
     (:func:`fail_lost_trials`). Raises :class:`ConfigError` with one line for a URL that does not parse or names
     an unknown driver, a server that cannot be reached or refuses the connection, and a damaged SQLite file.
+
+    Args:
+        url: An SQLAlchemy URL; ``postgresql://`` means psycopg 3, and an SQLite file's folder is created.
+        create: Whether a missing SQLite file may be created: False for the commands that only read, so that a
+            mistyped path is an error rather than a new empty database.
+        heartbeat: Heartbeat settings, so that stale running trials can be failed and retried; None: off.
     """
     shown = display_url(url)
     allowed = "an SQLAlchemy URL such as sqlite:///studies/hps.db or postgresql+psycopg://user@host/db"
@@ -147,13 +144,10 @@ def open_storage(
         }
     try:
         if database is not None:  # before Optuna writes its tables to it
-            _refuse_if_damaged(database, shown)
+            refuse_if_damaged(database, shown)
         storage = _create_rdb_storage(parsed.render_as_string(hide_password=False), engine_kwargs, retry)
         if database is not None:
-            _refuse_damaged_sqlite(storage.engine, database, shown)
-            with storage.engine.connect() as connection:  # persistent: stored in the database file
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-            _discard_interrupted_sqlite_connections(storage.engine)
+            prepare_engine(storage.engine, database, shown)
         return storage
     except ArgumentError as error:  # an unknown dialect or driver
         raise ConfigError(f"cannot open storage {shown!r}: {first_line(error)}; expected {allowed}") from None
@@ -179,63 +173,6 @@ def _connection_failure(url: URL, error: DBAPIError) -> str:
     return reason
 
 
-def _integrity_problems(database: Path) -> list[str]:
-    """What SQLite's integrity check finds wrong with the file ``database``; empty when it is sound.
-
-    ``PRAGMA integrity_check`` reads every page and checks the indexes against their tables. For a study of 5000
-    trials (49 MB) it took 75-125 ms with the file in the page cache and 0.5-1 s from a cold disk, while opening
-    the storage takes 0.7 s and reading those trials 6 s; ``quick_check``, which skips the indexes, saves half
-    of the warm time and nothing cold (reading the file is the cost).
-    """
-    # SQLite lists what it found in its first row, one problem a line, and may then fail: Python's sqlite3 steps
-    # past a row before handing it over, so that row would be lost without LIMIT 1.
-    query = f"SELECT * FROM pragma_integrity_check({INTEGRITY_CHECK_LIMIT}) LIMIT 1"
-    try:
-        with closing(sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S)) as connection:
-            (found,) = connection.execute(query).fetchone()
-    except sqlite3.DatabaseError as error:  # damage that stops the check before it starts (a broken header)
-        if not _is_damage(error):
-            raise
-        return [first_line(error)]
-    return [line for line in found.splitlines() if line != "ok" and not line.startswith("*** in database")]
-
-
-def _is_damage(error: BaseException) -> bool:
-    return isinstance(error, sqlite3.DatabaseError) and any(message in str(error) for message in DAMAGE_MESSAGES)
-
-
-def _damaged(shown: str, problems: list[str]) -> ConfigError:
-    """The one line for a damaged SQLite file: the first problem found, how many more, and what to do."""
-    found = problems[0]
-    if len(problems) > 1:
-        found += f", and {'at least ' if len(problems) >= INTEGRITY_CHECK_LIMIT else ''}{len(problems) - 1} more"
-    return ConfigError(
-        f"storage {shown!r}: the database file is damaged (SQLite's integrity check: {found}); restore it from a "
-        "backup, or use another database file"
-    )
-
-
-def _refuse_if_damaged(database: Path, shown: str) -> None:
-    """Raise :class:`ConfigError` if the SQLite file ``database`` exists and is damaged."""
-    if database.is_file():
-        problems = _integrity_problems(database)
-        if problems:
-            raise _damaged(shown, problems)
-
-
-def _refuse_damaged_sqlite(engine: Engine, database: Path, shown: str) -> None:
-    """Turn SQLite's "malformed" / "not a database" errors met after opening into the same one line.
-
-    The file may be damaged while a sweep or the dashboard runs (a disk error, a copy over it); Optuna would
-    wrap the error in a ``StorageInternalError`` that says a commit failed.
-    """
-
-    @event.listens_for(engine, "handle_error")
-    def _refuse(context: ExceptionContext) -> None:
-        if _is_damage(context.original_exception):
-            raise _damaged(shown, _integrity_problems(database) or [first_line(context.original_exception)])
-
-
 def _create_rdb_storage(url: str, engine_kwargs: dict, options: dict) -> optuna.storages.RDBStorage:
     """RDBStorage, tolerating the race of workers creating Optuna's tables in a new database together."""
     for attempt in itertools.count(1):
@@ -250,27 +187,6 @@ def _create_rdb_storage(url: str, engine_kwargs: dict, options: dict) -> optuna.
             time.sleep(0.5 * attempt)
 
 
-def _discard_interrupted_sqlite_connections(engine: Engine) -> None:
-    """Close, rather than reuse, a pooled SQLite connection whose last use ended in a rollback.
-
-    Work cut short (Ctrl-C while Optuna reads trials, an error between a query and its last row) can leave a
-    half-read statement open on the connection, and Python's sqlite3 does not reset it when the connection goes
-    back to the pool. The open statement pins the connection to the database as it was: it no longer sees new
-    trials ("Record does not exist"), and its next write fails at once with "database is locked", so the next
-    trial that gets it fails. Optuna's sessions commit when they succeed, so a rollback marks work that did not
-    finish (or a read-only use, which costs only a reconnection).
-    """
-
-    @event.listens_for(engine, "rollback")
-    def _mark(connection: Connection) -> None:
-        connection.info[ROLLED_BACK] = True
-
-    @event.listens_for(engine, "checkout")
-    def _discard(dbapi_connection: object, record: ConnectionPoolEntry, proxy: PoolProxiedConnection) -> None:
-        if record.info.pop(ROLLED_BACK, False):
-            raise DisconnectionError("its last use was rolled back; a fresh connection replaces it")
-
-
 class RetryLostTrial:
     """Heartbeat-stale callback: queue a lost trial again with the same parameters, up to ``max_retry`` times.
 
@@ -278,6 +194,10 @@ class RetryLostTrial:
     attributes, so its ``retried_trial_number`` works) except that the re-run starts clean: it does not
     inherit the lost run's records, artifacts and attributes, only its parameters, plus
     ``user_attrs.retry_of``. :func:`fail_lost_trials` calls it in exactly one worker.
+
+    Args:
+        max_retry: The most times one lost trial runs again: a trial that kills its worker every time (out of
+            memory) must not run forever.
     """
 
     def __init__(self, max_retry: int) -> None:
@@ -309,6 +229,9 @@ def fail_lost_trials(study: optuna.Study) -> None:
     ``user_attrs.fail_reason``: Optuna refuses attributes on a finished trial, so it is set while the trial
     still runs. Several workers may find the same trial stale: the one that fails it calls the storage's
     stale-trial callback (:class:`RetryLostTrial`), the others leave it.
+
+    Args:
+        study: The study whose stale trials are failed; nothing happens unless its storage has heartbeats.
     """
     storage = study_storage(study)
     if not is_heartbeat_enabled(storage):

@@ -5,8 +5,8 @@ A study is created once and resumed by running the same command again. What it o
 in trials of another objective is refused. ``n_trials`` is the total the study should hold, not the number
 to add, so a resumed sweep runs only what is missing. A trial stopped by Ctrl-C is stored as FAIL marked
 ``interrupted``, does not count against the budget, and is queued again with the same parameters on resume;
-so is a trial whose worker died (:class:`hps.search.storage.RetryLostTrial`).
-A new study can be warm-started from the best trials of an earlier one (:func:`warm_start`).
+so is a trial whose worker died (:class:`hps.search.storage.RetryLostTrial`); :mod:`hps.search.reruns` queues
+the trials that run again.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import optuna
 from optuna.trial import TrialState
 
 from hps.search._compat import study_id
+from hps.search.distributions import describe_json
 from hps.search.errors import ConfigError
-from hps.search.space import SearchSpace, describe_json
 from hps.search.storage import FAIL_REASON, RETRY_OF, display_url, open_storage
 
 INTERRUPTED = "interrupted"
 INTERRUPTED_REASON = "interrupted (Ctrl-C or SIGTERM)"
-WARM_START_FROM = "warm_start_from"
 IDENTITY = "objective_identity"
 SEARCH_SPACE = "search_space"  # user attribute: {parameter name: {key, distribution as Optuna's JSON}}
 DIRECTIONS = ("maximize", "minimize")
@@ -34,7 +33,15 @@ DIRECTIONS = ("maximize", "minimize")
 
 @dataclass(frozen=True)
 class StudySpec:
-    """What a study optimises: stored at creation, checked on every resume."""
+    """What a study optimises: stored at creation, checked on every resume.
+
+    Args:
+        name: The study's name in its storage.
+        direction: ``maximize`` or ``minimize``: a resume the other way would rank its trials backwards.
+        metric: The metric's name, shown by the dashboard and checked on resume.
+        identity: What must stay the same across resumes (dataset, model), so that trials stay comparable.
+        space: The search space as :meth:`SearchSpace.as_json` gives it, checked on resume.
+    """
 
     name: str
     direction: str
@@ -60,6 +67,14 @@ def open_study(
     A study whose trials mix two search spaces is no longer a fair sample of either, so a changed space (a
     parameter added, dropped, or with other bounds, choices or key) is refused unless ``allow_space_change``,
     which stores the new space.
+
+    Args:
+        storage: The opened storage (:func:`hps.search.storage.open_storage`).
+        url: Its URL, as the messages name it (the password masked).
+        spec: What the study optimises, stored at creation and checked on resume.
+        sampler: The sampler the study asks; not stored, so a resume may change it.
+        pruner: The pruner the study's trials ask; not stored either.
+        allow_space_change: Whether a resume may change the search space, mixing trials of two spaces.
     """
     exists = spec.name in optuna.get_all_study_names(storage)
     study = optuna.create_study(
@@ -102,7 +117,12 @@ def open_study(
 
 
 def space_change(stored: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]) -> str | None:
-    """The first difference between two :meth:`SearchSpace.as_json` spaces, in words; None when they are equal."""
+    """The first difference between two :meth:`SearchSpace.as_json` spaces, in words; None when they are equal.
+
+    Args:
+        stored: The space the study's trials searched.
+        new: The space a resume would search.
+    """
     for name in [*stored, *(name for name in new if name not in stored)]:
         before, after = stored.get(name), new.get(name)
         if before == after:
@@ -124,7 +144,12 @@ def study_names(url: str) -> list[str]:
 
 
 def load_study(url: str, study_name: str | None) -> optuna.Study:
-    """The named study, or the newest one in the storage when ``study_name`` is None."""
+    """The named study, or the newest one in the storage when ``study_name`` is None.
+
+    Args:
+        url: The storage's URL; a missing SQLite file is an error, not a new database.
+        study_name: The study's name; None: the newest study, which is usually the one just run.
+    """
     names = study_names(url)
     if study_name is None:
         study_name = names[-1]
@@ -160,26 +185,6 @@ def _spending(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.Froze
     ]
 
 
-def requeue_interrupted(study: optuna.Study, room: int) -> list[int]:
-    """Queue each interrupted trial's parameters again (once), as far as ``room`` (the trials the budget still
-    allows, less those already queued) goes; returns the numbers requeued.
-
-    Other workers may have spent the budget while a trial stood interrupted: a re-run queued then would wait
-    forever, so it is not queued.
-    """
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get(RETRY_OF) for t in trials}
-    room -= sum(t.state == TrialState.WAITING for t in trials)
-    requeued = []
-    for trial in trials:
-        if len(requeued) >= room:
-            break
-        if trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED) and trial.number not in retried:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
-            requeued.append(trial.number)
-    return requeued
-
-
 def fail_trial(
     study: optuna.Study, trial: optuna.Trial, reason: str, *, interrupted: bool = False
 ) -> optuna.trial.FrozenTrial:
@@ -187,6 +192,12 @@ def fail_trial(
 
     A trial that already finished is left as it is: a worker whose heartbeat came late (a suspended laptop)
     finds its trial failed as lost and re-run elsewhere.
+
+    Args:
+        study: The trial's study.
+        trial: The running trial.
+        reason: One line on why, stored as ``user_attrs.fail_reason`` and shown by reports and the dashboard.
+        interrupted: Whether Ctrl-C or SIGTERM stopped it: such a trial spends no budget and runs again.
     """
     try:
         trial.set_user_attr(FAIL_REASON, reason)
@@ -217,30 +228,17 @@ def ranked_complete_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial
     return sorted(complete, key=lambda t: t.value, reverse=study.direction == optuna.study.StudyDirection.MAXIMIZE)
 
 
-def warm_start(study: optuna.Study, source: optuna.Study, top_k: int, space: SearchSpace) -> list[str]:
-    """Queue the ``top_k`` best complete trials of ``source`` as the first trials of a new ``study``.
-
-    Each keeps the values that fit ``space`` (the sampler fills in the rest) and records where it came from in
-    ``user_attrs.warm_start_from`` (``study#trial``). A study that already has trials is left alone, so a
-    resumed warm-started study is not seeded twice. Returns the origins queued.
-    """
-    if study.get_trials(deepcopy=False):
-        return []
-    origins = []
-    for trial in ranked_complete_trials(source)[:top_k]:
-        origin = f"{source.study_name}#{trial.number}"
-        params = {name: value for name, value in trial.params.items() if space.admits(name, value)}
-        study.enqueue_trial(params, user_attrs={WARM_START_FROM: origin})
-        origins.append(origin)
-    return origins
-
-
 def repeated_failure(study: optuna.Study, first_number: int, count: int) -> str | None:
     """The first reason, when the first ``count`` trials that ended from trial ``first_number`` on all failed alike.
 
     Alike: with the same reason but for its numbers (``loss became nan at step 4``, ``... at step 3``). Such a study
     would spend its whole budget on the same error (a bug in the task, a setting every trial shares). Interrupted
     trials and those whose worker was lost (run again) are no failures of their own.
+
+    Args:
+        study: The running study.
+        first_number: The first trial this sweep ran: earlier runs' failures may have been fixed since.
+        count: How many trials must have failed alike (``hydra.sweeper.fail_fast``).
     """
     ended = [t for t in _spending(study.get_trials(deepcopy=False)) if t.number >= first_number][:count]
     reasons = [t.user_attrs.get(FAIL_REASON) if t.state == TrialState.FAIL else None for t in ended]

@@ -7,6 +7,8 @@ job reconnects to its trial the same way whether the launcher runs it in the swe
 joblib worker or on a SLURM node. The storage URL never enters the job's config, which is stored with the
 trial and may be shared.
 
+:func:`hps.objective` makes the link itself, for the trial a user's ``study.optimize`` passes it.
+
 Outside a study the link is inert: :meth:`TrialLink.report` never prunes and attributes go nowhere, so the
 same task serves one-off and production training unchanged.
 """
@@ -59,6 +61,10 @@ class TrialLink:
     @property
     def number(self) -> int | None:
         return None if self.trial is None else self.trial.number
+
+    @property
+    def study_name(self) -> str | None:
+        return None if self.trial is None else self.trial.study.study_name
 
     def report(self, step: int, value: float, can_prune: bool = True) -> None:
         """Record ``value`` at ``step``; raise :class:`optuna.TrialPruned` if the pruner stops the trial.

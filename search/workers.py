@@ -1,49 +1,36 @@
-"""Several workers on one study: the budget lock, heartbeats and local worker processes.
+"""Several workers on one study: each worker's name and share of the machine, its asks, and local workers.
 
 Every worker runs the same command and they coordinate only through the storage:
 
-* **Budget.** ``n_trials`` is the study's total. "Count the trials that spend the budget, then create one"
-  runs under a lock held in the database (PostgreSQL advisory lock, MySQL ``GET_LOCK``) or, for SQLite,
-  on a lock file beside the database, so that N workers never start more than ``n_trials`` trials.
-* **Heartbeats.** While a trial runs, its worker records a heartbeat every ``interval`` seconds (Optuna's
-  own heartbeat beats only inside ``study.optimize``; an ask/tell loop has to do it itself). Before each
-  ask, and while waiting for other workers' trials, a worker fails the trials whose heartbeat is older than
-  the grace period; :class:`hps.search.storage.RetryLostTrial` queues each again with the same parameters.
+* **Budget.** ``n_trials`` is the study's total; a worker counts it and asks for a trial under the budget lock
+  (:mod:`hps.search.locks`), so that N workers never start more than ``n_trials`` trials.
+* **Heartbeats.** While a trial runs, its worker beats (:mod:`hps.search.heartbeats`). Before each ask, and
+  while waiting for other workers' trials, a worker fails the trials whose heartbeat is older than the grace
+  period; :class:`hps.search.storage.RetryLostTrial` queues each again with the same parameters.
 * **Local workers.** ``n_jobs: N`` starts N - 1 more copies of the same command as child processes (their
   output in ``<sweep dir>/workers/``), and the machine's cores are shared among the N
-  (:func:`threads_per_worker`).
-* **Devices.** ``n_jobs: auto`` is one worker per visible GPU times ``trials_per_device`` (1 without a GPU).
-  With several workers, each gets one entry of the visible list as its own ``CUDA_VISIBLE_DEVICES``
-  (:func:`device_assignment`), so a trial's ``device: auto`` is "its" GPU as ``cuda:0``; each trial records
-  the value it ran with (user attribute ``cuda_visible_devices``).
+  (:func:`threads_per_worker`); with GPUs, each worker gets its own (:mod:`hps.search.devices`), and each
+  trial records the value it ran with (user attribute ``cuda_visible_devices``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
 import math
 import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import warnings
-import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
-from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
 
 from hps.search._compat import trial_id
-from hps.search.errors import ConfigError, failure_reason, first_line, is_whole_number
+from hps.search.devices import AUTO, CUDA_DEVICES_ENV, check_worker_settings, device_assignment, visible_devices
+from hps.search.errors import ConfigError, failure_reason
+from hps.search.locks import budget_lock
 from hps.search.progress import console
 from hps.search.storage import HeartbeatSettings, fail_lost_trials
 from hps.search.study import INTERRUPTED_REASON, budget_spent, fail_trial
@@ -51,9 +38,7 @@ from hps.search.study import INTERRUPTED_REASON, budget_spent, fail_trial
 WORKERS_ENV = "HPS_WORKERS_PER_MACHINE"  # how many workers share this machine's cores
 WORKER_INDEX_ENV = "HPS_WORKER_INDEX"  # set in the children a sweeper starts: they start none themselves
 WORKER = "worker"  # user attribute: host:pid of the worker that ran the trial
-CUDA_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
 DEVICES = "cuda_visible_devices"  # user attribute: the CUDA_VISIBLE_DEVICES its worker ran the trial with, if set
-AUTO = "auto"  # n_jobs: one worker per visible GPU times trials_per_device
 STOP_TIMEOUT_S = 60
 
 
@@ -85,80 +70,6 @@ def threads_per_worker() -> int:
     return max(1, available_cores() // workers_per_machine())
 
 
-def check_worker_settings(n_jobs: object, trials_per_device: object) -> None:
-    """``hydra.sweeper.n_jobs`` and ``trials_per_device`` checked: a :class:`ConfigError` names what is allowed."""
-    if n_jobs != AUTO and not is_whole_number(n_jobs, 1):
-        raise ConfigError(
-            f"hydra.sweeper.n_jobs is {n_jobs!r}; it must be a positive integer or {AUTO} "
-            "(one worker per visible GPU times hydra.sweeper.trials_per_device, 1 without a GPU)"
-        )
-    if not is_whole_number(trials_per_device, 1):
-        raise ConfigError(
-            f"hydra.sweeper.trials_per_device is {trials_per_device!r}; it must be a whole number >= 1 "
-            "(workers sharing one GPU)"
-        )
-
-
-def parse_visible_devices(value: str | None) -> list[str] | None:
-    """The GPUs a ``CUDA_VISIBLE_DEVICES`` value leaves visible, read as CUDA (and torch) read it; None when unset.
-
-    Comma-separated indices (``0,2,3``) or UUIDs (``GPU-...``, ``MIG-...``). The list ends at the first entry
-    that is not one (``-1`` is the usual way to hide every GPU), an index is read like ``strtoul`` (``1gpu`` is
-    1), and a repeated entry hides them all; ``""``: none.
-    """
-    if value is None:
-        return None
-    entries = [entry.strip() for entry in value.split(",")]
-    prefix = next((p for p in ("GPU-", "MIG-") if entries[0].startswith(p)), None)
-    devices: list[str] = []
-    for entry in entries:
-        if prefix is not None:
-            if not entry.startswith(prefix):
-                break
-            device = entry
-        else:
-            digits = re.match(r"\+?(\d+)", entry)
-            if digits is None:
-                break
-            device = str(int(digits.group(1)))
-        if device in devices:
-            return []
-        devices.append(device)
-    return devices
-
-
-def visible_devices() -> list[str]:
-    """The GPUs this machine's workers may use: ``CUDA_VISIBLE_DEVICES``'s when set, else every GPU torch counts.
-
-    A set value is a scheduler's (or the user's) choice, which the workers only ever narrow, never widen.
-    """
-    devices = parse_visible_devices(os.environ.get(CUDA_DEVICES_ENV))
-    if devices is not None:
-        return devices
-    try:  # imported here: search/ imports without torch, and without touching CUDA
-        import torch
-    except ImportError:
-        return []
-    # Counted through NVML where it can (torch: "will NOT poison fork"): CUDA stays uninitialised here, so the
-    # CUDA_VISIBLE_DEVICES this process sets next still takes effect.
-    return [str(index) for index in range(torch.cuda.device_count())]
-
-
-def device_assignment(devices: list[str], n_jobs: int | str, trials_per_device: int = 1) -> list[str | None]:
-    """Each local worker's ``CUDA_VISIBLE_DEVICES`` (worker 0 is this process); its length is the worker count.
-
-    ``n_jobs: auto`` is ``len(devices) * trials_per_device`` workers, or 1 without a GPU. Worker i gets
-    ``devices[i % len(devices)]``: with ``auto`` each GPU holds ``trials_per_device`` workers; a number of
-    workers spreads over the GPUs in turn (more than ``len(devices) * trials_per_device`` puts more on each).
-    None leaves the variable as it is: no GPU, or a single worker (nothing to share).
-    """
-    check_worker_settings(n_jobs, trials_per_device)
-    count = (len(devices) * trials_per_device or 1) if n_jobs == AUTO else n_jobs
-    if not devices or count == 1:
-        return [None] * count
-    return [devices[index % len(devices)] for index in range(count)]
-
-
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
@@ -166,63 +77,6 @@ def worker_name() -> str:
 def in_worker_pool() -> bool:
     """Whether this process is one of several local workers."""
     return WORKER_INDEX_ENV in os.environ or workers_per_machine() > 1
-
-
-def heartbeat_settings(config: DictConfig | None) -> HeartbeatSettings | None:
-    """``hydra.sweeper.heartbeat`` checked; None when heartbeats are off (``interval: null``)."""
-    if config is None or config.get("interval") is None:
-        return None
-    values = {key: config.get(key) for key in ("interval", "grace_period", "max_retry")}
-    for key, value in values.items():
-        minimum = 0 if key == "max_retry" else 1  # no re-run at all is a valid choice; no interval is not
-        if not is_whole_number(value, minimum):
-            raise ConfigError(f"hydra.sweeper.heartbeat.{key} is {value!r}; it must be a whole number >= {minimum}")
-    if values["grace_period"] <= values["interval"]:
-        raise ConfigError(
-            f"hydra.sweeper.heartbeat.grace_period ({values['grace_period']}) must be longer than the interval "
-            f"({values['interval']}), or live trials are taken for lost"
-        )
-    return HeartbeatSettings(**values)
-
-
-@contextlib.contextmanager
-def budget_lock(url: str, study_name: str) -> Iterator[None]:
-    """Hold the study's budget lock: one worker at a time counts the budget and asks for a trial."""
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        with Path(f"{Path(parsed.database).expanduser()}.lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        return
-    if backend == "postgresql":
-        key = zlib.crc32(f"hps:{study_name}".encode())
-        take, release = "SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"
-    elif backend in ("mysql", "mariadb"):
-        key = f"hps:{study_name}"[:64]
-        take, release = "SELECT GET_LOCK(:key, -1)", "SELECT RELEASE_LOCK(:key)"
-    else:  # no cross-process lock known: N workers may overshoot n_trials by up to N - 1
-        yield
-        return
-    with _lock_engine(url).connect() as connection:
-        connection.execute(text(take), {"key": key})
-        try:
-            yield
-        finally:
-            connection.execute(text(release), {"key": key})
-            connection.commit()
-
-
-@functools.cache
-def _lock_engine(url: str) -> Engine:
-    """An engine of its own for the lock's session, apart from Optuna's transactions; one kept connection."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_size=1, max_overflow=0, pool_pre_ping=True)
 
 
 def ask_within_budget(
@@ -237,6 +91,14 @@ def ask_within_budget(
     Trials of dead workers are failed (and queued again) first, so that their budget goes to their re-runs.
     Counting and asking happen under the budget lock, so workers sharing the study never start more than
     ``n_trials``. The trial records which worker runs it and, with heartbeats on, its first heartbeat.
+
+    Args:
+        study: The study to ask.
+        url: Its storage's URL, where the budget lock is held.
+        n_trials: The study's budget: the trials it should hold in total, across workers and resumes.
+        distributions: The search space, which Optuna samples the trial's parameters from.
+        heartbeat: Heartbeat settings, or None: with them the trial beats at once, so that it is never taken for
+            lost before its first beat.
     """
     fail_lost_trials(study)
     with budget_lock(url, study.study_name):
@@ -258,32 +120,6 @@ def ask_within_budget(
     return trial
 
 
-class Heartbeat:
-    """Records a running trial's heartbeat every ``settings.interval`` seconds from a thread; inert without."""
-
-    def __init__(self, trial: optuna.Trial, settings: HeartbeatSettings | None) -> None:
-        self._trial, self._settings = trial, settings
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial.number}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        if self._settings is not None:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stopped.wait(self._settings.interval):
-            try:
-                self._trial.storage.record_heartbeat(trial_id(self._trial))
-            except Exception as error:  # a database hiccup: beat again next interval rather than stop beating
-                console.print(f"heartbeat of trial {self._trial.number} not recorded: {first_line(error)}")
-
-
 class LocalWorkers:
     """``n_jobs - 1`` copies of this very command, started as child processes for the duration of a sweep.
 
@@ -295,6 +131,12 @@ class LocalWorkers:
     Built, it has resolved ``n_jobs: auto`` and each worker's device (:func:`device_assignment`) and has set
     this process's ``CUDA_VISIBLE_DEVICES``: build it before anything (a preflight) may initialise CUDA, which
     reads the variable once. In a child (``HPS_WORKER_INDEX`` set) it does nothing: its parent chose for it.
+
+    Args:
+        n_jobs: Workers on this machine, this process included, or ``auto``: one per visible GPU times
+            ``trials_per_device``.
+        folder: Where each child's output goes, since children have no terminal of their own.
+        trials_per_device: Workers sharing one GPU: small models leave a GPU mostly idle with one trial.
     """
 
     def __init__(self, n_jobs: int | str, folder: Path, trials_per_device: int = 1) -> None:

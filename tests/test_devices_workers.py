@@ -14,17 +14,9 @@ import pytest
 import torch
 
 from hps.search import workers
+from hps.search.devices import CUDA_DEVICES_ENV, device_assignment, parse_visible_devices, visible_devices
 from hps.search.errors import ConfigError
-from hps.search.workers import (
-    CUDA_DEVICES_ENV,
-    DEVICES,
-    WORKER,
-    WORKER_INDEX_ENV,
-    LocalWorkers,
-    device_assignment,
-    parse_visible_devices,
-    visible_devices,
-)
+from hps.search.workers import DEVICES, WORKER, WORKER_INDEX_ENV, LocalWorkers
 from tests.test_workers import check_exact_budget, finish, worker
 
 FOUR = ["0", "1", "2", "3"]

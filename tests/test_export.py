@@ -16,7 +16,7 @@ from hps.objectives.data import load_splits, tokenize
 from hps.objectives.metrics import metric_function
 from hps.objectives.train import predict
 from hps.search.cli import main as hps
-from hps.search.study import WARM_START_FROM
+from hps.search.reruns import WARM_START_FROM
 from hps.search.trial import record
 from tests.conftest import composed, run_cli
 

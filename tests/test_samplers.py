@@ -9,8 +9,8 @@ from hydra.utils import instantiate
 from optuna.samplers._tpe.sampler import default_gamma  # Optuna's rule, not public
 from optuna.trial import TrialState
 
+from hps.search.components import build_sampler
 from hps.search.samplers import FocusedTPESampler, PruningAwareGPSampler, good_group_size, trial_seed
-from hps.search.sweeper import build_sampler
 from tests.conftest import composed
 from tests.test_configs import options
 

@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from hps.search.errors import ConfigError
-from hps.search.space import SearchSpace, parse_parameter, parse_search_space, parse_sweeper_params
+from hps.search.hydra_optuna_syntax import parse_sweeper_params
+from hps.search.space import SearchSpace, parse_parameter, parse_search_space
 
 
 def test_parses_every_type():

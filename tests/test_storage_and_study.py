@@ -17,7 +17,9 @@ from sqlalchemy import text
 
 from hps.search._compat import study_id, trial_id
 from hps.search.errors import ConfigError, failure_reason
+from hps.search.locks import budget_lock
 from hps.search.progress import StudyView, top_trials_table
+from hps.search.reruns import requeue_interrupted
 from hps.search.storage import LOST_WORKER, HeartbeatSettings, display_url, fail_lost_trials, open_storage
 from hps.search.study import (
     FAIL_REASON,
@@ -28,10 +30,9 @@ from hps.search.study import (
     counted_trials,
     fail_trial,
     open_study,
-    requeue_interrupted,
     state_counts,
 )
-from hps.search.workers import ask_within_budget, budget_lock
+from hps.search.workers import ask_within_budget
 
 SPEC = StudySpec(name="s", direction="maximize", metric="accuracy", identity={"data": "sst2"})
 LOST_REASON = "lost: its worker stopped beating for 2 s (killed, or its machine was lost)"

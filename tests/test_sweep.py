@@ -200,7 +200,6 @@ def test_a_sweep_whose_first_trials_all_fail_alike_stops_with_the_reason(studies
         ),
         (["hydra.sweeper.n_trials=0"], "n_trials is 0; it must be a positive integer"),
         (["hydra.sweeper.warm_start={study:nope}"], "hydra.sweeper.warm_start.study: no study 'nope' in sqlite:///"),
-        (["hydra.sweeper.storage=null"], "hydra.sweeper.storage is null; every study lives in a database"),
         (["training.num_epochs=0"], "training.num_epochs is 0; it must be an integer >= 1"),
         (["model.path=${model_package_path:no_such_package}"], "model package 'no_such_package' is not installed"),
         (["training.max_length=interval(16, 64)"], "key 'training.max_length' holds an integer (128)"),

@@ -23,8 +23,9 @@ from optuna.trial import TrialState
 
 from hps.search import workers
 from hps.search.errors import ConfigError
+from hps.search.reruns import requeue_interrupted
 from hps.search.storage import LOST_WORKER, RETRY_OF, HeartbeatSettings, open_storage
-from hps.search.study import FAIL_REASON, INTERRUPTED, counted_trials, requeue_interrupted, state_counts
+from hps.search.study import FAIL_REASON, INTERRUPTED, counted_trials, state_counts
 from hps.search.workers import WORKER
 from tests.conftest import REPO
 from tests.test_storage_and_study import damaged_study, digest
