@@ -74,16 +74,16 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "TPE, 5 start-up + median": [TPE, STARTUP_5, "hydra/sweeper/pruner=median"],
     "TPE, 5 start-up + hyperband": [TPE, STARTUP_5, "hydra/sweeper/pruner=hyperband"],
     "TPE, 5 start-up + SHA, rung 2": [TPE, STARTUP_5, SHA, RUNG_2],
-    "TPE, 5 start-up + SHA": [TPE, STARTUP_5, SHA],  # the default until 2026-11-24
+    "TPE, 5 start-up + SHA": [TPE, STARTUP_5, SHA],  # an earlier default
     "multivariate TPE, 5 start-up + SHA, rung 2": [TPE, STARTUP_5, MULTIVARIATE, SHA, RUNG_2],
-    "multivariate TPE, 5 start-up + SHA": [TPE, STARTUP_5, MULTIVARIATE, SHA],  # the default until 2026-11-23
+    "multivariate TPE, 5 start-up + SHA": [TPE, STARTUP_5, MULTIVARIATE, SHA],  # an earlier default
     "TPE, 2 start-up + SHA": [TPE, STARTUP_2, SHA],  # better on seeds 0..4, not on held-out seeds 5..7
     "TPE + SHA": [TPE, SHA],  # successive halving without the incumbent's stops
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
-    # the defaults of 2026-11-24 before max_good_trials: first successive halving alone, then the incumbent's stops
+    # before the limit on TPE's good group (max_good_trials): successive halving alone, then the incumbent's stops
     "TPE + SHA, Optuna's TPE": [TPE, SHA, *OPTUNAS_TPE],
     "TPE + incumbent, Optuna's TPE": [TPE, *OPTUNAS_TPE],
-    "TPE + incumbent": [TPE],  # the default until 2026-11-25
+    "TPE + incumbent": [TPE],  # an earlier default
     "default": [],
 }
 

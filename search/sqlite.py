@@ -59,10 +59,8 @@ def prepare_engine(engine: Engine, database: Path, shown: str) -> None:
 def _integrity_problems(database: Path) -> list[str]:
     """What SQLite's integrity check finds wrong with the file ``database``; empty when it is sound.
 
-    ``PRAGMA integrity_check`` reads every page and checks the indexes against their tables. For a study of 5000
-    trials (49 MB) it took 75-125 ms with the file in the page cache and 0.5-1 s from a cold disk, while opening
-    the storage takes 0.7 s and reading those trials 6 s; ``quick_check``, which skips the indexes, saves half
-    of the warm time and nothing cold (reading the file is the cost).
+    ``PRAGMA integrity_check`` reads every page and checks the indexes against their tables: a fraction of a
+    second on thousands of trials (benchmarks/RESULTS.md, "Study machinery under load").
     """
     # SQLite lists what it found in its first row, one problem a line, and may then fail: Python's sqlite3 steps
     # past a row before handing it over, so that row would be lost without LIMIT 1.
