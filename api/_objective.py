@@ -41,8 +41,9 @@ def objective(
             "high": 1e-3, "log": True}}``). None: the config's own (``default``, unless an override chose another).
 
     Returns:
-        The objective: a function of the trial that returns the validation metric of the last evaluation. The
-        study must optimise in the config's ``objective.direction`` (``maximize`` for the shipped metrics).
+        The objective: a function of the trial that returns the validation metric of the last evaluation (of the
+        best one with ``objective.value=best``). The study must optimise in the config's ``objective.direction``
+        (``maximize`` for the shipped metrics).
     """
     from hps.objectives.device import release_memory  # torch and transformers: only once an objective is made
     from hps.objectives.finetune import fine_tune, preflight
@@ -87,6 +88,12 @@ def _search_space(
         node = config.get("search_space")
         space = parse_search_space(OmegaConf.to_container(node, resolve=True) if node else None)
     space = space.without_keys({o.get_key_element() for o in OverridesParser.create().parse_overrides(overrides)})
+    group = space.group
+    if group is not None:  # each option is another composition, checked and ranged by the sweeper only
+        raise ConfigError(
+            f"search space parameter {group.name!r} chooses an option of config group {group.key!r}, which "
+            f"hps.objective does not search; use hps.sweep (or hps-finetune -m), or fix it: {group.key}=NAME"
+        )
     if not len(space):
         raise ConfigError(
             "the search space is empty: choose one with search_space=NAME, or leave some of its keys unset"

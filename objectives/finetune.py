@@ -32,9 +32,18 @@ import transformers
 from datasets import Dataset, concatenate_datasets
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
+from peft import PeftModel
 from torch import nn
 
 from hps.objectives import setup
+from hps.objectives.adapters import (
+    add_adapter,
+    check_adapter,
+    encoder_linear_names,
+    save_adapted,
+    trainable_parameters,
+)
+from hps.objectives.checkpoints import best_index, check_value
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.device import (
     OutOfMemory,
@@ -99,10 +108,17 @@ def fine_tune(
                 on_evaluation,
                 progress,
                 run.place,
+                value=cfg.objective.get("value", "last"),  # absent from configs exported before it existed
+                direction=cfg.objective.direction,
+                # merged validation, so no evaluation to pick the best by: train as far as the trial's best did
+                train_until=cfg.production.get("best_step") if production and cfg.production.merge_validation else None,
             )
         result.model = run.classifier
+        if cfg.objective.get("value", "last") == "best" and result.best_step is not None:
+            log.info("best evaluation: step %d, its weights restored", result.best_step)
+        log.info("trained for %d optimizer steps", result.optimizer_steps)
         if production:
-            save_production(cfg, run.training, result, run.tokenizer, run.test_set, collate, output_dir, run.place)
+            save_production(cfg, run, result, collate, output_dir)
         return result
     except torch.OutOfMemoryError:  # CUDA's; the host's ends the process or raises MemoryError
         raise OutOfMemory(run.place, run.training) from None
@@ -127,12 +143,14 @@ class _Run:
     test_set: Dataset | None
     classifier: nn.Module
     frozen: list[nn.Module]
+    adapted: PeftModel | None  # the classifier with LoRA adapters, for saving and merging; None without
 
 
 def _set_up(cfg: DictConfig, production: bool) -> _Run:
     """Check the settings, place the run, read and tokenise its data and build its model, refusing bad input early."""
     training = _production_training(cfg) if production else cfg.training
     check_training(training)
+    check_adapter(training, cfg.model, encoder_linear_names(cfg.model))
     place = placement(training)
     if place.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(place.device)  # cuda_peak_mb is this run's, not the process's
@@ -150,6 +168,7 @@ def _set_up(cfg: DictConfig, production: bool) -> _Run:
     transformers.set_seed(training.seed)  # before the new head is initialised
     classifier = load_classifier(cfg.model, cfg.data.num_labels, training.dropout, splits.label_names)
     frozen = freeze_bottom(classifier, cfg.model, training.freeze_layers)
+    adapted = add_adapter(classifier, cfg.model, training)
     classifier.to(place.device)
     return _Run(
         training,
@@ -163,6 +182,7 @@ def _set_up(cfg: DictConfig, production: bool) -> _Run:
         test_set,
         classifier,
         frozen,
+        adapted,
     )
 
 
@@ -170,9 +190,14 @@ def _record_setup(
     cfg: DictConfig, link: TrialLink, run: _Run, output_dir: Path | None, overrides: Sequence[str]
 ) -> None:
     """Log what the run trains on, and store with the trial how to repeat it and where and how it runs."""
+    trainable = trainable_parameters(run.classifier)
     log.info(
-        "fine-tuning %s on %s: %d training and %d validation examples, %s in %s, %d threads",
+        "fine-tuning %s (%s of %s parameters trained%s) on %s: %d training and %d validation examples, %s in %s, "
+        "%d threads",
         cfg.model.name,
+        f"{trainable:,}",
+        f"{sum(p.numel() for p in run.classifier.parameters()):,}",
+        ", LoRA" if run.adapted is not None else "",
         cfg.data.name,
         len(run.train_set),
         len(run.validation_set) if run.validation_set is not None else 0,
@@ -195,6 +220,7 @@ def _record_setup(
         precision=run.place.precision,
         output_dir=None if output_dir is None else str(output_dir),
         train_examples=len(run.train_set),
+        trainable_parameters=trainable,
     )
 
 
@@ -248,6 +274,9 @@ def _record_outcome(
         rss_mb=rss_mb(),
         cuda_peak_mb=peak_cuda_memory_mb(run.place.device),
     )
+    best = best_index([evaluation.metric for evaluation in curve], cfg.objective.direction)
+    if cfg.objective.get("value", "last") == "best" and best is not None:  # production.best_step of an export
+        link.set_user_attrs(best_step=curve[best].step, best_value=curve[best].metric)
     if last is not None and output_dir is not None:
         run_files(cfg, link, curve, run.label_names, output_dir)
 
@@ -275,29 +304,45 @@ def run_files(cfg: DictConfig, link: TrialLink, curve: list[Evaluation], label_n
 
 
 def _production_training(cfg: DictConfig) -> DictConfig:
-    """The training settings with production.num_epochs applied."""
+    """The training settings with production.num_epochs applied; production.best_step checked against them."""
     training = cfg.training.copy()
     if cfg.production.num_epochs is not None:
         with open_dict(training):
             training.num_epochs = cfg.production.num_epochs
+    check_best_step(cfg.production.get("best_step"), training)
     return training
 
 
+def check_best_step(best_step: Any, training: DictConfig | None = None) -> None:
+    """Refuse a production.best_step that is not null or (given ``training``) one of its grid steps, in one line."""
+    if best_step is None:
+        return
+    if isinstance(best_step, bool) or not isinstance(best_step, int) or best_step < 1:
+        raise ConfigError(f"production.best_step is {best_step!r}; it must be null or an integer >= 1")
+    evaluations = None if training is None else training.num_epochs * training.evals_per_epoch
+    if isinstance(evaluations, int) and best_step > evaluations:
+        raise ConfigError(
+            f"production.best_step is {best_step}, past the training's {evaluations} evaluation steps "
+            "(num_epochs x evals_per_epoch); set it to at most that, or to null"
+        )
+
+
 def save_production(
-    cfg: DictConfig,
-    training: DictConfig,
-    result: TrainResult,
-    tokenizer: transformers.PreTrainedTokenizerBase,
-    test_set: Dataset | None,
-    collate: transformers.DataCollatorWithPadding,
-    folder: Path,
-    place: Placement,
+    cfg: DictConfig, run: _Run, result: TrainResult, collate: transformers.DataCollatorWithPadding, folder: Path
 ) -> None:
-    """Evaluate once on the test split; save the model folder, ``metrics.json`` and ``config.yaml``."""
-    metric_name = cfg.data.metric
-    test_value = metric_function(metric_name)(*predict(result.model, test_set, collate, place)) if test_set else None
-    result.model.save_pretrained(folder / "model")
-    tokenizer.save_pretrained(folder / "model")
+    """Evaluate once on the test split; save the model folder, ``metrics.json`` and ``config.yaml``.
+
+    With LoRA adapters it saves them to ``adapter/`` and, in ``model/``, the model with them merged into its
+    weights: a plain ``transformers`` model that predicts as the adapted one did.
+    """
+    training, test_set, metric_name = run.training, run.test_set, cfg.data.metric
+    test_value = None
+    if test_set is not None:
+        test_value = metric_function(metric_name)(*predict(result.model, test_set, collate, run.place))
+    trainable = trainable_parameters(result.model)
+    model = result.model if run.adapted is None else save_adapted(run.adapted, folder)
+    model.save_pretrained(folder / "model")
+    run.tokenizer.save_pretrained(folder / "model")
     metrics = {
         "metric": metric_name,
         "test": test_value,
@@ -305,6 +350,8 @@ def save_production(
         "validation": result.metric,  # None when validation was merged into training
         "merge_validation": cfg.production.merge_validation,
         "num_epochs": training.num_epochs,
+        "adapter": training.get("adapter"),
+        "trainable_parameters": trainable,
     }
     if test_set is None:
         log.warning("data %s has no test split (data.test_file): metrics.json has no test metric", cfg.data.name)
@@ -324,11 +371,23 @@ def preflight(cfg: DictConfig, space: SearchSpace) -> None:
     load_splits(cfg.data)
     load_tokenizer(cfg.model)
     depth = encoder_depth(cfg.model)
+    linear_names = encoder_linear_names(cfg.model)
+
+    value = cfg.objective.get("value", "last")
+    check_value(value)
+    check_best_step(cfg.production.get("best_step"))  # its range is checked by production training's own epochs
+    direction = OmegaConf.select(cfg, "hydra.sweeper.direction")  # the study's, when it overrides the objective's
+    if value == "best" and direction is not None and direction != cfg.objective.direction:
+        raise ConfigError(
+            f"objective.value is best and hydra.sweeper.direction is {direction}, but objective.direction, which "
+            f"picks the best evaluation, is {cfg.objective.direction}: set objective.direction={direction}"
+        )
 
     def check(candidate: DictConfig) -> None:
         check_training(candidate.training)
         placement(candidate.training)
         check_freeze_layers(candidate.training.freeze_layers, depth, cfg.model.name)
+        check_adapter(candidate.training, candidate.model, linear_names)
 
     space.check_candidates(cfg, check)
 

@@ -4,7 +4,10 @@ Evaluations happen ``evals_per_epoch`` times per epoch, at the same fractions of
 size, and are numbered by their place on that grid (evaluation k of epoch e is step
 ``(e - 1) * evals_per_epoch + k``): that is the step reported to the pruner, so trials with different batch
 sizes are compared after the same amount of training. The returned metric is the one of the last
-evaluation, the model as training leaves it (what production training from the same config gives).
+evaluation, the model as training leaves it (what production training from the same config gives); with
+``value="best"`` it is the best evaluation's, with the best weights put back (:mod:`objectives.checkpoints`).
+Early stopping (``training.early_stopping.patience``) ends training after that many evaluations without
+improvement; every evaluation, the last included, is reported first.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from hps.objectives.batching import LengthGroupedBatches
+from hps.objectives.checkpoints import BestCheckpoint, check_early_stopping, check_value
 from hps.objectives.device import CPU_FP32, Placement
 from hps.objectives.features import FeatureTable, example_lengths
 from hps.search.errors import ConfigError
@@ -49,7 +53,7 @@ class Evaluation:
     train_loss: float  # mean training loss since the previous evaluation
     metric: float
     train_seconds: float  # optimisation time so far, evaluations excluded
-    final: bool  # the evaluation at the end of training
+    final: bool  # the last evaluation of training: at its end, or where early stopping ended it
     # Rows: true label, columns: predicted label. Kept for the run's files, not stored with the curve.
     confusion: np.ndarray | None = field(default=None, repr=False)
 
@@ -59,9 +63,11 @@ class Evaluation:
 
 @dataclass
 class TrainResult:
-    metric: float | None  # the last evaluation's; None when trained without a validation split
+    metric: float | None  # the last evaluation's, or the best's (value="best"); None without a validation split
     curve: list[Evaluation]
-    model: nn.Module  # as training left it
+    model: nn.Module  # as training left it, or with the best evaluation's weights (value="best")
+    best_step: int | None = None  # grid step of the best evaluation (the first on ties); None without evaluations
+    optimizer_steps: int = 0  # optimizer steps taken
 
 
 def evaluation_points(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -> dict[int, int]:
@@ -71,11 +77,15 @@ def evaluation_points(steps_per_epoch: int, epochs: int, evals_per_epoch: int) -
     once, under the later grid step, so the end of epoch e is always step ``e * evals_per_epoch``.
     """
     points = {}
-    for epoch in range(epochs):
-        for k in range(1, evals_per_epoch + 1):
-            step = epoch * steps_per_epoch + max(1, round(steps_per_epoch * k / evals_per_epoch))
-            points[step] = epoch * evals_per_epoch + k
+    for grid_step in range(1, epochs * evals_per_epoch + 1):
+        points[optimizer_step(grid_step, steps_per_epoch, evals_per_epoch)] = grid_step
     return points
+
+
+def optimizer_step(grid_step: int, steps_per_epoch: int, evals_per_epoch: int) -> int:
+    """The optimizer step at which grid step ``grid_step`` (evaluation k of epoch e) falls."""
+    epoch, k = divmod(grid_step - 1, evals_per_epoch)
+    return epoch * steps_per_epoch + max(1, round(steps_per_epoch * (k + 1) / evals_per_epoch))
 
 
 def check_training(training: DictConfig) -> None:
@@ -91,6 +101,7 @@ def check_training(training: DictConfig) -> None:
         raise ConfigError(f"training.learning_rate is {training.learning_rate!r}; it must be > 0")
     if training.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"training.lr_schedule is {training.lr_schedule!r}; allowed: {', '.join(LR_SCHEDULES)}")
+    check_early_stopping(training.get("early_stopping"))  # absent from configs exported before it existed
 
 
 def train(
@@ -104,6 +115,9 @@ def train(
     on_evaluation: Callable[[Evaluation], None],
     progress: TrainingProgress,
     placement: Placement = CPU_FP32,
+    value: str = "last",
+    direction: str = "maximize",
+    train_until: int | None = None,
 ) -> TrainResult:
     """Fine-tune ``classifier`` as ``training`` says; ``on_evaluation`` may raise to stop (pruning).
 
@@ -111,8 +125,13 @@ def train(
     cached features of the frozen bottom; ``collate`` makes batches of either. It trains on ``placement``'s
     device, forward passes autocast to its precision.
 
-    Without a ``validation_set`` (production training on train + validation) nothing is evaluated.
+    Without a ``validation_set`` (production training on train + validation) nothing is evaluated. ``value``
+    (``objective.value``) is ``last`` or ``best``: which evaluation's metric is returned; with ``best`` the model
+    gets the best evaluation's weights back (better is ``direction``'s way). ``train_until`` stops training after
+    that grid step's amount of training (with the learning-rate schedule of all ``num_epochs``): production
+    training on train + validation for a trial's best step.
     """
+    check_value(value)
     generator = torch.Generator().manual_seed(training.seed)
     if training.get("group_by_length", False):  # absent from configs exported before it existed: plain shuffle
         batches = LengthGroupedBatches(example_lengths(train_set), training.batch_size, generator)
@@ -149,8 +168,16 @@ def train(
     evaluate_after = (
         {} if validation_set is None else evaluation_points(len(loader), training.num_epochs, training.evals_per_epoch)
     )
+    last_step = (
+        total_steps if train_until is None else optimizer_step(train_until, len(loader), training.evals_per_epoch)
+    )
+    early_stopping = training.get("early_stopping") or {}
+    best = BestCheckpoint(
+        direction, early_stopping.get("patience"), early_stopping.get("min_delta", 0.0), keep_weights=value == "best"
+    )
     metric_name, metric_function = metric
     curve: list[Evaluation] = []
+    stop = False
     step, examples, train_seconds, loss_sum, loss_count = 0, 0, 0.0, 0.0, 0
     progress.start(total_steps, training.num_epochs, evaluations=training.num_epochs * training.evals_per_epoch)
     for epoch in range(1, training.num_epochs + 1):
@@ -181,23 +208,33 @@ def train(
             if step in evaluate_after:
                 train_seconds += time.perf_counter() - started
                 labels, predictions = predict(classifier, validation_set, collate, placement)
+                measured = metric_function(labels, predictions)
+                stop = best.update(measured, evaluate_after[step], classifier)  # patience used up
                 evaluation = Evaluation(
                     step=evaluate_after[step],
                     epoch=step / len(loader),
                     examples_seen=examples,
                     train_loss=loss_sum / loss_count,
-                    metric=metric_function(labels, predictions),
+                    metric=measured,
                     train_seconds=train_seconds,
-                    final=step == total_steps,
+                    final=step == last_step or stop,
                     confusion=confusion_matrix(labels, predictions, labels=range(classifier.config.num_labels)),
                 )
                 curve.append(evaluation)
                 progress.evaluated(metric_name, evaluation.metric, evaluation.step)
-                on_evaluation(evaluation)
+                on_evaluation(evaluation)  # the pruner sees every evaluation, the one that stops training too
                 loss_sum, loss_count = 0.0, 0
                 _train_mode(classifier, frozen)
                 started = time.perf_counter()
-    return TrainResult(curve[-1].metric if curve else None, curve, classifier)
+            stop = stop or step == last_step
+            if stop:
+                break
+        if stop:
+            break
+    if value == "best" and best.step is not None:
+        best.restore(classifier)
+        return TrainResult(best.value, curve, classifier, best.step, step)
+    return TrainResult(curve[-1].metric if curve else None, curve, classifier, best.step, step)
 
 
 @torch.no_grad()

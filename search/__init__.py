@@ -1,6 +1,7 @@
 """The platform: an Optuna-backed Hydra sweeper that prunes, and the pieces it is made of.
 
 - :mod:`hps.search.space`     search spaces from YAML (ours and the Hydra Optuna sweeper's syntax)
+- :mod:`hps.search.groups`    a config group (the model) as a parameter, with ranges per option
 - :mod:`hps.search.storage`   opening study storages from SQLAlchemy URLs
 - :mod:`hps.search.study`     creating and resuming studies, budget and metadata checks
 - :mod:`hps.search.trial`     the link a running task uses to report to its trial

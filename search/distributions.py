@@ -87,6 +87,19 @@ def describe(distribution: BaseDistribution) -> str:
     return text
 
 
-def describe_json(parameter: Mapping[str, str]) -> str:
-    """``training.dropout: float in [0, 0.3]`` for a parameter as :meth:`SearchSpace.as_json` stores it."""
-    return f"{parameter['key']}: {describe(json_to_distribution(parameter['distribution']))}"
+def describe_json(parameter: Mapping[str, Any]) -> str:
+    """``training.dropout: float in [0, 0.3]`` for a parameter as :meth:`SearchSpace.as_json` stores it.
+
+    A config group reads ``config group model: one of minilm, tiny_bert``; a range that depends on its option
+    adds each option's: ``training.freeze_layers: int in [0, 6]; by model: minilm [0, 6], tiny_bert [0, 2]``.
+    """
+    text = describe(json_to_distribution(parameter["distribution"]))
+    if parameter.get("group"):
+        return f"config group {parameter['key']}: {text}"
+    by_option = parameter.get("by_option")
+    if by_option:
+        ranges = ", ".join(
+            f"{option} {describe(json_to_distribution(d)).split(' in ', 1)[-1]}" for option, d in by_option.items()
+        )
+        text += f"; by {parameter.get('depends_on')}: {ranges}"
+    return f"{parameter['key']}: {text}"

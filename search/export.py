@@ -66,6 +66,8 @@ def exported_config(trial: FrozenTrial, folder: Path) -> dict:
         raise ConfigError(f"trial {trial.number} stored no config; it was not run by hps")
     if isinstance(config.get("production"), dict):
         config["production"]["enabled"] = True
+        if "best_step" in trial.user_attrs:  # objective.value=best: train on train + validation as far as the best
+            config["production"]["best_step"] = trial.user_attrs["best_step"]
     config["hydra"] = {"run": {"dir": str(folder / "runs" / "${now:%Y-%m-%d_%H-%M-%S}")}}
     return config
 

@@ -8,7 +8,10 @@ sweeper line changed, in either spelling it has had:
 * ``hydra.sweeper.search_space`` (its 1.1): ``key: {type: float|int|categorical, low, high, log, step, choices}``
   (:func:`parse_optuna_search_space`).
 
-Each parameter is named after its key, as that sweeper names it.
+Each parameter is named after its key, as that sweeper names it. A categorical parameter on a config group's key
+(``model: choice(minilm, tiny_bert)``) chooses the group's option per trial, as that sweeper's ``model=minilm``
+override does: the sweeper makes it a group parameter once it can ask Hydra which keys are groups
+(:func:`hps.search.groups.with_group_parameters`).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import FrozenTrial, TrialState
 
 from hps.search._compat import trial_id
-from hps.search.distributions import describe
+from hps.search.distributions import describe_json
 from hps.search.reruns import WARM_START_FROM
 from hps.search.space import SearchSpace
 from hps.search.study import FAIL_REASON, RETRY_OF, StudySpec
@@ -42,7 +42,7 @@ def study_setup(
     return {
         "objective": f"{spec.direction} {spec.metric}",
         **{key: str(value) for key, value in spec.identity.items()},
-        "search space": {p.name: f"{p.key}: {describe(p.distribution)}" for p in space.parameters.values()},
+        "search space": {name: describe_json(stored) for name, stored in space.as_json().items()},
         "sampler": _component(sampler),
         "pruner": _component(pruner),
         "budget": f"{n_trials} trials",

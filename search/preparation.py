@@ -6,6 +6,8 @@ exist, a bound the objective refuses, a resume that would mix two objectives) ne
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import optuna
@@ -13,16 +15,18 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.errors import HydraException
 from hydra.utils import get_method
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from hps.search.components import build, build_sampler
 from hps.search.errors import ConfigError, first_line
+from hps.search.groups import ConfigGroups, group_options, merged_identity, with_dependent_ranges, with_group_parameters
 from hps.search.locks import budget_lock
 from hps.search.notes import record_setup, study_setup
 from hps.search.planning import Experiment, SweepPlan
 from hps.search.progress import console
 from hps.search.reruns import warm_start
 from hps.search.settings import SweeperSettings
-from hps.search.space import SearchSpace, parse_search_space
+from hps.search.space import Parameter, SearchSpace, parse_search_space
 from hps.search.storage import display_url, open_storage
 from hps.search.study import StudySpec, open_study
 
@@ -50,15 +54,27 @@ def prepare_study(
         config: The sweep's own config, which Hydra composes each job's from.
     """
     task = _compose(loader, config, experiment.overrides)
-    node = task.get("search_space")  # search_space=none: an empty node
-    space = parse_search_space(OmegaConf.to_container(node, resolve=True) if node else None)
-    space = space.merged(sweep.space).without_keys(sweep.fixed_keys)
+    groups = ConfigGroups(loader, config.hydra.job.get("config_name"), _composing_overrides(config, experiment))
+    space = with_group_parameters(_search_space(task, sweep), groups)
     if not len(space):
         raise ConfigError("the search space is empty; choose one with search_space=NAME or hydra.sweeper.params")
-    space.check_against(task)
-    spec = _study_spec(experiment.study_name, task, space, settings.direction)
+    group = space.group
+    tasks: dict[str | None, DictConfig] = {None: task}
+    if group is not None:  # each option composed as its trials' jobs will be, and the space read in it
+        tasks = {o: _compose(loader, config, [*experiment.overrides, f"{group.key}={o}"]) for o in group_options(group)}
+        spaces = {
+            o: with_group_parameters(_search_space(t, sweep, f"{group.key}={o}"), groups) for o, t in tasks.items()
+        }
+        space = with_dependent_ranges(space, spaces)
+    for option, composed in tasks.items():
+        with _naming(group, option):
+            space.for_option(option).check_against(composed)
+    spec = _study_spec(experiment.study_name, tasks, space, settings.direction)
     if settings.preflight:
-        get_method(settings.preflight)(task, space)
+        check = get_method(settings.preflight)
+        for option, composed in tasks.items():
+            with _naming(group, option):
+                check(composed, space.for_option(option))
     sampler, pruner = build_sampler(settings.sampler), build("pruner", settings.pruner)
     storage = open_storage(settings.storage, heartbeat=settings.heartbeat)
     study = open_study(storage, settings.storage, spec, sampler, pruner, settings.allow_space_change)
@@ -78,16 +94,57 @@ def _compose(loader: ConfigLoader, config: DictConfig, overrides: list[str]) -> 
         raise ConfigError(first_line(error)) from None
 
 
-def _study_spec(name: str, task: DictConfig, space: SearchSpace, direction: str | None) -> StudySpec:
-    """What the study optimises: the task's ``objective`` node, its direction overridden by ``direction``."""
+def _composing_overrides(config: DictConfig, experiment: Experiment) -> list[str]:
+    """The overrides an experiment's jobs are composed with (:meth:`ConfigLoader.load_sweep_config`'s)."""
+    return [*OmegaConf.to_container(config.hydra.overrides.hydra), *experiment.overrides]
+
+
+def _search_space(task: DictConfig, sweep: SweepPlan, option: str | None = None) -> SearchSpace:
+    """The space of the composed ``task``'s ``search_space`` node and the sweep's, less the keys it fixes."""
+    node = task.get("search_space")  # search_space=none: an empty node
+    try:
+        resolved = OmegaConf.to_container(node, resolve=True) if node else None
+    except OmegaConfBaseException as error:  # a bound that interpolates a key this config lacks
+        raise ConfigError(f"search_space{f' (with {option})' if option else ''}: {first_line(error)}") from None
+    return parse_search_space(resolved).merged(sweep.space).without_keys(sweep.fixed_keys)
+
+
+@contextmanager
+def _naming(group: Parameter | None, option: str | None) -> Iterator[None]:
+    """A one-line error raised inside names the group's option it was checked with (``with model=tiny_bert: ...``)."""
+    try:
+        yield
+    except ConfigError as error:
+        if group is None:
+            raise
+        raise ConfigError(f"with {group.key}={option}: {error}") from None
+
+
+def _study_spec(
+    name: str, tasks: Mapping[str | None, DictConfig], space: SearchSpace, direction: str | None
+) -> StudySpec:
+    """What the study optimises: the task's ``objective`` node, its direction overridden by ``direction``.
+
+    Args:
+        name: The study's name.
+        tasks: The composed task config, or with a searched config group each option's: the identity then holds
+            every option's value where they differ (:func:`merged_identity`).
+        space: The search space.
+        direction: ``hydra.sweeper.direction``, or None: the objective's.
+    """
+    task = next(iter(tasks.values()))
     objective = task.get("objective")
     if objective is None or "metric" not in objective or "direction" not in objective:
         raise ConfigError("the task config needs an 'objective' node with 'metric' and 'direction'")
+    identities = {
+        option: {k: str(v) for k, v in (composed.objective.get("identity") or {}).items()}
+        for option, composed in tasks.items()
+    }
     return StudySpec(
         name=name,
         direction=str(direction or objective.direction),
         metric=str(objective.metric),
-        identity={k: str(v) for k, v in (objective.get("identity") or {}).items()},
+        identity=merged_identity(identities),
         space=space.as_json(),
     )
 

@@ -11,6 +11,7 @@ by a line saying why. ``--png`` also writes each figure with Optuna's matplotlib
 from __future__ import annotations
 
 import html
+import statistics
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,7 +26,7 @@ from optuna.trial import TrialState
 from hps.search.figures import save_figure
 from hps.search.notes import SETUP
 from hps.search.progress import format_value
-from hps.search.study import ranked_complete_trials, state_counts
+from hps.search.study import SEARCH_SPACE, ranked_complete_trials, state_counts
 
 STATE_STYLE = {  # intermediate-value curves by how the trial ended
     TrialState.COMPLETE: ("complete", "#1f77b4", "solid"),
@@ -134,7 +135,7 @@ def write_report(study: optuna.Study, folder: Path, png: bool = False) -> list[P
     """Write ``report.html`` (and with ``png`` a ``report_png/`` folder) for ``study``; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     figures = report_figures(study)
-    parts = [_header(study), _top_trials(study)]
+    parts = [_header(study), _top_trials(study), *_per_option_tables(study)]
     first_plot = True
     for name in FIGURES:
         figure = figures[name]
@@ -203,6 +204,66 @@ def _top_trials(study: optuna.Study, limit: int = 10) -> str:
         rows.append("".join(f"<td>{html.escape(str(c))}</td>" for c in cells))
     body = "".join(f"<tr>{row}</tr>" for row in rows)
     return f"<h2>top trials</h2><table class='trials'><tr>{head}</tr>{body}</table>"
+
+
+def group_parameters(study: optuna.Study) -> list[str]:
+    """The study's parameters that chose a config group's option per trial (the model), from its stored space."""
+    stored = study.user_attrs.get(SEARCH_SPACE) or {}
+    return [name for name, parameter in stored.items() if isinstance(parameter, Mapping) and parameter.get("group")]
+
+
+def per_option(study: optuna.Study, name: str) -> list[dict[str, object]]:
+    """One row per option of group parameter ``name`` that trials ran: its trials by state, best and median value.
+
+    Args:
+        study: A single-objective study.
+        name: A parameter of :func:`group_parameters`.
+    """
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    trials = [t for t in study.get_trials(deepcopy=False) if name in t.params]
+    rows = []
+    for option in sorted({t.params[name] for t in trials}, key=str):
+        ran = [t for t in trials if t.params[name] == option]
+        values = [t.value for t in ran if t.state == TrialState.COMPLETE and t.value is not None]
+        states = [t.state for t in ran]
+        rows.append(
+            {
+                name: option,
+                "trials": len(ran),
+                "complete": states.count(TrialState.COMPLETE),
+                "pruned": states.count(TrialState.PRUNED),
+                "failed": states.count(TrialState.FAIL),
+                "best": (max(values) if maximize else min(values)) if values else None,
+                "median": statistics.median(values) if values else None,
+            }
+        )
+    return rows
+
+
+def _per_option_tables(study: optuna.Study) -> list[str]:
+    """A table per group parameter (``model``) whose trials ran more than one option: how each option did."""
+    if len(study.directions) > 1:
+        return []
+    metric = (study.metric_names or ["value"])[0]
+    tables = []
+    for name in group_parameters(study):
+        rows = per_option(study, name)
+        if len(rows) < 2:
+            continue
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in [name, "trials", "complete", "pruned", "failed"])
+        head += f"<th>best {html.escape(metric)}</th><th>median {html.escape(metric)} (complete)</th>"
+        cells = (_shown(value) for row in rows for value in row.values())
+        width = len(rows[0])
+        shown = [f"<td>{html.escape(cell)}</td>" for cell in cells]
+        body = "".join(f"<tr>{''.join(shown[i : i + width])}</tr>" for i in range(0, len(shown), width))
+        tables.append(f"<h2>by {html.escape(name)}</h2><table class='trials'><tr>{head}</tr>{body}</table>")
+    return tables
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def html_page(title: str, body: str) -> str:

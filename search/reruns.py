@@ -58,7 +58,7 @@ def warm_start(study: optuna.Study, source: optuna.Study, top_k: int, space: Sea
     origins = []
     for trial in ranked_complete_trials(source)[:top_k]:
         origin = f"{source.study_name}#{trial.number}"
-        params = {name: value for name, value in trial.params.items() if space.admits(name, value)}
+        params = {name: value for name, value in trial.params.items() if space.admits(name, value, trial.params)}
         study.enqueue_trial(params, user_attrs={WARM_START_FROM: origin})
         origins.append(origin)
     return origins

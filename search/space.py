@@ -9,16 +9,27 @@ A parameter is named after its entry (the name Optuna and the dashboard show) an
 composed config; a trial's values become plain Hydra overrides of those keys. The Hydra Optuna sweeper's
 spellings (``hydra.sweeper.params`` and ``hydra.sweeper.search_space``) give the same :class:`SearchSpace`
 (:mod:`hps.search.hydra_optuna_syntax`).
+
+An entry ``{group: model, choices: [minilm, tiny_bert]}`` searches a config group: each trial picks one of its
+options (``model=tiny_bert``), and a numeric range whose bound depends on that option (``freeze_layers`` up to
+the chosen model's depth) is asked after it, per option (:mod:`hps.search.groups`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import optuna
 from omegaconf import DictConfig
-from optuna.distributions import BaseDistribution, CategoricalDistribution, distribution_to_json
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    IntDistribution,
+    distribution_to_json,
+)
 
 from hps.search import space_checks
 from hps.search.distributions import categorical, numeric
@@ -27,6 +38,8 @@ from hps.search.errors import ConfigError
 TYPES = ("float", "int", "categorical")
 _NUMERIC_FIELDS = {"key", "type", "low", "high", "log", "step"}
 _FIELDS = {"float": _NUMERIC_FIELDS, "int": _NUMERIC_FIELDS, "categorical": {"key", "type", "choices"}}
+_GROUP_FIELDS = {"group", "type", "choices"}
+_PLAIN_OPTION = re.compile(r"[\w][\w./-]*")  # a group option Hydra parses unquoted (model=tiny_bert)
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,28 @@ class Parameter:
     name: str
     key: str
     distribution: BaseDistribution
+    group: bool = False
+    """Whether ``key`` is a config group (``model``) and the values are its options (a Hydra group override)."""
+    depends_on: str | None = None
+    """The group parameter whose option sets this parameter's range, per option in ``by_option``; None: fixed."""
+    by_option: Mapping[str, BaseDistribution] | None = None
+    """With ``depends_on``: each option's distribution. ``distribution`` then spans them all (stored, shown)."""
+
+    def distribution_for(self, params: Mapping[str, Any]) -> BaseDistribution:
+        """The distribution this parameter is asked with when the trial's other values are ``params``."""
+        if self.depends_on is None or self.by_option is None:
+            return self.distribution
+        return self.by_option[params[self.depends_on]]
+
+    def as_json(self) -> dict[str, Any]:
+        """The key and distribution as Optuna's JSON; a group marked, per-option ranges listed."""
+        stored: dict[str, Any] = {"key": self.key, "distribution": distribution_to_json(self.distribution)}
+        if self.group:
+            stored["group"] = True
+        if self.depends_on is not None and self.by_option is not None:
+            stored["depends_on"] = self.depends_on
+            stored["by_option"] = {option: distribution_to_json(d) for option, d in self.by_option.items()}
+        return stored
 
 
 class SearchSpace:
@@ -58,14 +93,40 @@ class SearchSpace:
 
     @property
     def distributions(self) -> dict[str, BaseDistribution]:
+        """Every parameter's distribution (a range that depends on a group's option: the span of its options)."""
         return {name: p.distribution for name, p in self.parameters.items()}
 
-    def as_json(self) -> dict[str, dict[str, str]]:
+    @property
+    def independent_distributions(self) -> dict[str, BaseDistribution]:
+        """The distributions a trial is asked with first: all but those that depend on a group's option."""
+        return {name: p.distribution for name, p in self.parameters.items() if p.depends_on is None}
+
+    @property
+    def group(self) -> Parameter | None:
+        """The parameter that searches a config group, if any (a space has at most one)."""
+        return next((p for p in self.parameters.values() if p.group), None)
+
+    def suggest_dependent(self, trial: optuna.Trial) -> None:
+        """Ask ``trial`` (asked with :attr:`independent_distributions`) for each parameter whose range depends on
+        the group option it drew, with that option's range."""
+        for p in self.parameters.values():
+            if p.depends_on is not None:
+                suggest(trial, p.name, p.distribution_for(trial.params))
+
+    def for_option(self, option: str) -> SearchSpace:
+        """The space as trials of one group option see it: the group parameter left out, each dependent range that
+        option's. The objective's checks run on it, once per option."""
+        return SearchSpace(
+            [
+                replace(p, distribution=p.distribution_for({p.depends_on: option}), depends_on=None, by_option=None)
+                for p in self.parameters.values()
+                if not p.group
+            ]
+        )
+
+    def as_json(self) -> dict[str, dict[str, Any]]:
         """The space as JSON-friendly data, stored with a study: each parameter's key and distribution."""
-        return {
-            name: {"key": p.key, "distribution": distribution_to_json(p.distribution)}
-            for name, p in self.parameters.items()
-        }
+        return {name: p.as_json() for name, p in self.parameters.items()}
 
     def by_key(self) -> dict[str, Parameter]:
         return {p.key: p for p in self.parameters.values()}
@@ -76,12 +137,24 @@ class SearchSpace:
         kept = [p for p in self.parameters.values() if p.key not in replaced]
         return SearchSpace(kept + list(other.parameters.values()))
 
-    def admits(self, name: str, value: Any) -> bool:
-        """Whether parameter ``name`` exists and ``value`` lies in its distribution."""
+    def admits(self, name: str, value: Any, params: Mapping[str, Any] | None = None) -> bool:
+        """Whether parameter ``name`` exists and ``value`` lies in its distribution.
+
+        Args:
+            name: The parameter.
+            value: Its value.
+            params: The trial's other values: a range that depends on a group's option admits only the values of
+                the option they hold (none when they hold no option).
+        """
         parameter = self.parameters.get(name)
         if parameter is None:
             return False
         distribution = parameter.distribution
+        if parameter.depends_on is not None and parameter.by_option is not None:
+            option = (params or {}).get(parameter.depends_on)
+            if option not in parameter.by_option:
+                return False
+            distribution = parameter.by_option[option]
         if isinstance(distribution, CategoricalDistribution):
             return value in distribution.choices
         return isinstance(value, (int, float)) and distribution.low <= value <= distribution.high
@@ -90,8 +163,11 @@ class SearchSpace:
         return SearchSpace([p for p in self.parameters.values() if p.key not in keys])
 
     def overrides(self, params: Mapping[str, Any]) -> list[str]:
-        """Hydra overrides (``key=value``) that apply a trial's parameter values."""
-        return [f"{self.parameters[name].key}={override_value(value)}" for name, value in params.items()]
+        """Hydra overrides (``key=value``; ``group=option`` for a config group) that apply a trial's values."""
+        return [
+            f"{p.key}={group_option_value(value) if p.group else override_value(value)}"
+            for p, value in ((self.parameters[name], value) for name, value in params.items())
+        ]
 
     def check_against(self, config: DictConfig) -> None:
         """Refuse a parameter whose key ``config`` lacks, or holds another kind of value (:mod:`space_checks`)."""
@@ -126,6 +202,8 @@ def parse_parameter(name: str, spec: Any) -> Parameter:
     where = f"search space parameter {name!r}"
     if not isinstance(spec, Mapping):
         raise ConfigError(f"{where}: expected a mapping with key, type and bounds or choices, got {spec!r}")
+    if "group" in spec:
+        return _group_parameter(name, spec)
     kind = spec.get("type")
     if kind not in TYPES:
         raise ConfigError(f"{where}: unknown type {kind!r}; allowed: {', '.join(TYPES)}")
@@ -141,6 +219,41 @@ def parse_parameter(name: str, spec: Any) -> Parameter:
         return Parameter(name, key, categorical(where, spec.get("choices")))
     distribution = numeric(where, kind, spec.get("low"), spec.get("high"), spec.get("log", False), spec.get("step"))
     return Parameter(name, key, distribution)
+
+
+def _group_parameter(name: str, spec: Mapping[str, Any]) -> Parameter:
+    """``{group: model, choices: [minilm, tiny_bert]}``: a config group's options; whether the group and its
+    options exist is checked against the config repository (:mod:`hps.search.groups`)."""
+    where = f"search space parameter {name!r}"
+    unknown = sorted(set(spec) - _GROUP_FIELDS)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r} for a config group; allowed: {', '.join(sorted(_GROUP_FIELDS))} "
+            "(a group's options are whole configs: search their values with entries of their own)"
+        )
+    group = spec["group"]
+    if not isinstance(group, str) or not group:
+        raise ConfigError(f"{where}: 'group' must name a config group, such as model")
+    if spec.get("type", "categorical") != "categorical":
+        raise ConfigError(f"{where}: a config group is categorical; drop 'type: {spec['type']}'")
+    distribution = categorical(where, spec.get("choices"))
+    bad = next((c for c in distribution.choices if not isinstance(c, str)), None)
+    if bad is not None:
+        raise ConfigError(f"{where}: choice {bad!r} is not the name of an option of config group {group!r}")
+    return Parameter(name, group, distribution, group=True)
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """Ask ``trial`` for parameter ``name`` from ``distribution``, with Optuna's public ``suggest_*`` calls."""
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, distribution.choices)
+    call = trial.suggest_int if isinstance(distribution, IntDistribution) else trial.suggest_float
+    return call(name, distribution.low, distribution.high, step=distribution.step, log=distribution.log)
+
+
+def group_option_value(option: str) -> str:
+    """A group option in an override: plain (``model=tiny_bert``, as on the command line), quoted if need be."""
+    return option if _PLAIN_OPTION.fullmatch(option) else override_value(option)
 
 
 def override_value(value: Any) -> str:

@@ -29,9 +29,12 @@ def check_keys(space: SearchSpace, config: DictConfig) -> None:
         space: The search space to check.
         config: The composed task config the trials' overrides will change. A key holding an integer takes
             integers, a float numbers, a string strings, a bool bools; a categorical choice may also be null,
-            for keys where null means something (the objective checks that).
+            for keys where null means something (the objective checks that). A config group's parameter is checked
+            against the config repository instead (:mod:`hps.search.groups`).
     """
     for p in space.parameters.values():
+        if p.group:
+            continue
         current = OmegaConf.select(config, p.key, default=_ABSENT, throw_on_missing=False)
         where = f"search space parameter {p.name!r}"
         if current is _ABSENT:
@@ -59,7 +62,9 @@ def check_candidates(space: SearchSpace, config: DictConfig, check: Callable[[Di
     """Run ``check`` on ``config`` and on it set to each value the space can give, one parameter at a time.
 
     Each choice, and each end of a range: a check that passes on all of them passes on every trial's values
-    that it checks one by one, so a trial never finds a value its objective refuses.
+    that it checks one by one, so a trial never finds a value its objective refuses. A config group's options
+    are whole configs: the sweeper composes each and runs the objective's preflight on it
+    (:mod:`hps.search.groups`), with :meth:`SearchSpace.for_option`, so they are not set here.
 
     Args:
         space: The search space whose values are tried.
@@ -80,6 +85,8 @@ def _candidates(space: SearchSpace, config: DictConfig) -> Iterator[tuple[str, D
     A yielded config changes with the next one.
     """
     for p in space.parameters.values():
+        if p.group:
+            continue
         distribution = p.distribution
         values = (
             distribution.choices

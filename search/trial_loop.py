@@ -76,7 +76,12 @@ class TrialLoop:
             while True:
                 self._stop_on_repeated_failure(study, first_number)
                 trial = ask_within_budget(
-                    study, self.settings.storage, n_trials, plan.space.distributions, self.settings.heartbeat
+                    study,
+                    self.settings.storage,
+                    n_trials,
+                    plan.space.independent_distributions,
+                    self.settings.heartbeat,
+                    plan.space.suggest_dependent,
                 )
                 if trial is not None:
                     self._run_trial(plan, view, trial)

@@ -15,6 +15,7 @@ Every worker runs the same command and they coordinate only through the storage:
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import signal
@@ -22,6 +23,7 @@ import socket
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -46,10 +48,20 @@ def quiet_optuna_notices() -> None:
     """Silence Optuna's notices about what the platform does on purpose.
 
     It builds on Optuna's experimental APIs (heartbeats, metric names, artifacts) and beats heartbeats itself
-    in its ask/tell loop; the warnings about both are noise to a user.
+    in its ask/tell loop; the warnings about both are noise to a user. A range that depends on a config group's
+    option (:mod:`hps.search.groups`) is a dynamic space, which Optuna's GP sampler draws at random, as
+    docs/search-spaces.md says; its warning on every trial would bury the study's progress.
     """
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    for handler in logging.getLogger("optuna").handlers:
+        if _dynamic_space_notice not in handler.filters:
+            handler.addFilter(_dynamic_space_notice)
+
+
+def _dynamic_space_notice(record: logging.LogRecord) -> bool:
+    """False for the GP sampler's notice that it samples a parameter of a dynamic space independently."""
+    return "dynamic search space is not supported by GPSampler" not in record.getMessage()
 
 
 def available_cores() -> int:
@@ -85,6 +97,7 @@ def ask_within_budget(
     n_trials: int,
     distributions: dict[str, BaseDistribution],
     heartbeat: HeartbeatSettings | None,
+    then: Callable[[optuna.Trial], None] | None = None,
 ) -> optuna.Trial | None:
     """A new trial (or a queued re-run) if the study's budget allows one; ``None`` when it is spent.
 
@@ -99,6 +112,8 @@ def ask_within_budget(
         distributions: The search space, which Optuna samples the trial's parameters from.
         heartbeat: Heartbeat settings, or None: with them the trial beats at once, so that it is never taken for
             lost before its first beat.
+        then: Asks the trial for the parameters that depend on its values (a range per model:
+            :meth:`SearchSpace.suggest_dependent`); a failure there fails the trial, as any error after the ask.
     """
     fail_lost_trials(study)
     with budget_lock(url, study.study_name):
@@ -111,6 +126,8 @@ def ask_within_budget(
         trial.set_user_attr(WORKER, worker_name())
         if CUDA_DEVICES_ENV in os.environ:  # the GPU(s) the trial could see; device: auto took the first
             trial.set_user_attr(DEVICES, os.environ[CUDA_DEVICES_ENV])
+        if then is not None:
+            then(trial)
     except KeyboardInterrupt:  # between ask and the first beat: leave no RUNNING trial that nobody watches
         fail_trial(study, trial, INTERRUPTED_REASON, interrupted=True)
         raise

@@ -238,7 +238,9 @@ def check_search_keys(config: DictConfig, parameters: list[str], parser: Overrid
         except HydraException as error:
             raise DocError(f"hydra.sweeper.params: {str(error).splitlines()[0]}") from None
     space = OmegaConf.to_container(config, resolve=False).get("search_space") or {}
-    keys = [*parameters, *params, *(entry["key"] for entry in space.values() if isinstance(entry, dict))]
+    entries = [entry for entry in space.values() if isinstance(entry, dict)]
+    groups = [entry["group"] for entry in entries if "group" in entry]  # a config group's options: the sweeper checks
+    keys = [*parameters, *params, *(entry["key"] for entry in entries if "key" in entry), *groups]
     missing = [key for key in keys if not has_key(config, key)]
     if missing:
         raise DocError(f"search parameters name keys the composed config does not have: {missing}")

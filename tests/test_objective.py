@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.features import TopLayers, cached_features, pad_features
 from hps.objectives.finetune import fine_tune
 from hps.objectives.model import freeze_bottom, load_classifier, load_tokenizer
-from hps.objectives.train import evaluation_points
+from hps.objectives.train import TrainResult, evaluation_points
 from hps.search.trial import TrialLink
 from tests.conftest import REPO, composed
 
@@ -106,13 +106,19 @@ def test_feature_cache_gives_the_whole_model_s_logits(run_config):
     assert frozen[1] is classifier.base_model.encoder.layer[0]
 
 
-def test_training_on_cached_features_matches_training_the_whole_model(run_config):
-    cached = fine_tune(run_config, TrialLink())
-    with open_dict(run_config):
-        run_config.training.feature_cache = False
-    whole = fine_tune(run_config, TrialLink())
+def train_cached_and_whole(config: DictConfig) -> tuple[TrainResult, TrainResult]:
+    """Fine-tune ``config`` on cached frozen features, then on the whole model; their curves must agree."""
+    cached = fine_tune(config, TrialLink())
+    with open_dict(config):
+        config.training.feature_cache = False
+    whole = fine_tune(config, TrialLink())
     assert [e.metric for e in cached.curve] == [e.metric for e in whole.curve]
     for mine, theirs in zip(cached.curve, whole.curve, strict=True):
         assert mine.train_loss == pytest.approx(theirs.train_loss, abs=1e-5)
+    return cached, whole
+
+
+def test_training_on_cached_features_matches_training_the_whole_model(run_config):
+    cached, whole = train_cached_and_whole(run_config)
     weights = whole.model.state_dict()
     assert max((value - weights[name]).abs().max().item() for name, value in cached.model.state_dict().items()) < 1e-4

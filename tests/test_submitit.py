@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from hps.search._compat import stale_trial_ids
+from hps.search._compat import stale_trial_ids, trial_id
 from hps.search.storage import FAIL_REASON, RETRY_OF, HeartbeatSettings, open_storage
 from hps.search.study import counted_trials, state_counts
 from tests.conftest import composed
@@ -126,8 +126,8 @@ def test_the_sweeper_beats_for_its_trial_while_the_submitit_job_runs(tmp_path):
             stale_seen += stale_trial_ids(study)
         except (sqlite3.OperationalError, KeyError):  # the database, its tables or the study not created yet
             rows = []
-        for trial_id, beat in rows:
-            beats.setdefault(trial_id, set()).add(beat)
+        for beating_trial, beat in rows:
+            beats.setdefault(beating_trial, set()).add(beat)
         time.sleep(0.25)
     finish(sweep, timeout=10)
     assert not stale_seen  # no other worker would have taken a trial for lost
