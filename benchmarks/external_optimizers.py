@@ -63,6 +63,7 @@ from search_quality import (
     CONFIGURATIONS,
     EPOCHS,
     METRIC,
+    LcBench,
     Ledger,
     Run,
     add_protocol_arguments,
@@ -184,12 +185,12 @@ OPTIMIZERS = {
     ),
 }
 
-_surrogate: Surrogate | None = None
+_surrogate: LcBench | None = None
 
 
 def _load_surrogate(data: str) -> None:
     global _surrogate
-    _surrogate = Surrogate(data)
+    _surrogate = LcBench(data)
     threadpool_limits(1)  # one run per core
     # SMAC's forest asks joblib for every core, which a pool's worker may not fork: it runs on one, as wanted
     warnings.filterwarnings("ignore", "Loky-backed parallel loops cannot be called in a multiprocessing")

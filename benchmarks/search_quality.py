@@ -18,6 +18,13 @@ runs, and the test balanced accuracy of the final incumbent; every run's row goe
         hydra.sweeper.pruner.reduction_factor=3'
 
 ``default`` is whatever ``conf/hydra/sweeper/hps.yaml`` selects, so the table judges the shipped defaults.
+
+``--table`` replays recorded MiniLM fine-tuning curves instead (``finetune_curves.py``; ``curve_table.py`` says
+how a configuration is answered): each dataset is a task, the default search space (``conf/search_space``) is
+searched, a full training is the table's evaluations (8 in the shipped table), and regret is normalised by the
+range of the recorded final values::
+
+    python benchmarks/search_quality.py --table benchmarks/finetune_curves.csv --seeds 5 --only random TPE default
 """
 
 from __future__ import annotations
@@ -35,10 +42,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
+from curve_table import CurveTable
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
@@ -105,44 +113,78 @@ class Run:
     seconds: float
 
 
-def settings(overrides: list[str]) -> tuple[str, dict, dict, dict]:
-    """The digest, sampler config, pruner config and search space that ``overrides`` give (plain containers)."""
+class Benchmark(Protocol):
+    """What a search is scored on: curves of ``epochs`` steps per configuration, and each task's regret scale."""
+
+    tasks: list[str]
+    epochs: int  # steps of a full training: the unit budgets are counted in
+    metric: str  # the validation metric's key in a curve
+    test_metric: str | None  # the test metric's key, if the benchmark has one
+
+    def curve(self, task: str, config: dict[str, Any], epochs: int) -> dict[str, np.ndarray]: ...
+
+    def normalised_regret(self, task: str, value: float) -> float: ...
+
+
+class LcBench:
+    """The YAHPO Gym lcbench surrogate as a :class:`Benchmark`: 52 epochs, validation and test balanced accuracy."""
+
+    epochs, metric, test_metric = EPOCHS, METRIC, "test_balanced_accuracy"
+
+    def __init__(self, data: str) -> None:
+        self.surrogate = Surrogate(data)
+        self.tasks = self.surrogate.tasks
+
+    def curve(self, task: str, config: dict[str, Any], epochs: int = EPOCHS) -> dict[str, np.ndarray]:
+        return self.surrogate.curve(task, config, epochs)
+
+    def normalised_regret(self, task: str, value: float) -> float:
+        return self.surrogate.normalised_regret(task, METRIC, value)
+
+
+def settings(overrides: list[str], task_config: str = "lcbench") -> tuple[str, dict, dict, dict]:
+    """The digest, sampler config, pruner config and search space that ``overrides`` of the ``task_config`` config
+    (``lcbench``, or ``finetune`` for a curve table) give (plain containers)."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("lcbench", overrides=overrides, return_hydra_config=True)
+        cfg = compose(task_config, overrides=overrides, return_hydra_config=True)
     sweeper = cfg.hydra.sweeper
     parts = [OmegaConf.to_container(node) for node in (sweeper.sampler, sweeper.pruner, cfg.search_space)]
     digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
     return digest, *parts
 
 
-def settings_or_error(parser: argparse.ArgumentParser, what: str, overrides: list[str]) -> tuple[str, dict, dict, dict]:
+def settings_or_error(
+    parser: argparse.ArgumentParser, what: str, overrides: list[str], task_config: str = "lcbench"
+) -> tuple[str, dict, dict, dict]:
     """:func:`settings`, or the parser's one-line error naming ``what`` for a mistyped override (no traceback)."""
     try:
-        return settings(overrides)
+        return settings(overrides, task_config)
     except ConfigCompositionException as error:
         parser.error(f"{what}: {' '.join(str(error).split())}")
 
 
-_surrogate: Surrogate | None = None
+_surrogate: Benchmark | None = None  # the benchmark of this process: each pool worker loads its own
 
 
-def _load_surrogate(data: str) -> None:
+def _load_surrogate(data: str, table: Path | None = None, space: dict | None = None) -> None:
+    """Load the lcbench surrogate from ``data``, or the curve table at ``table`` over ``space``."""
     global _surrogate
-    _surrogate = Surrogate(data)
+    _surrogate = LcBench(data) if table is None else CurveTable(table, parse_search_space(space))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 class Ledger:
-    """Epochs spent on one task, and the best fully trained configuration as each budget runs out.
+    """Steps (epochs, evaluations) spent on one task, and the best fully trained configuration as each budget runs out.
 
     Every search (ours here, the external optimizers' in ``external_optimizers.py``) charges its training here, so
-    all are costed and scored the same way: only 52-epoch results can become the incumbent.
+    all are costed and scored the same way: only results of a full training can become the incumbent.
     """
 
     def __init__(
-        self, surrogate: Surrogate, task: str, space: SearchSpace, multiples: tuple[int, ...] = MULTIPLES
+        self, surrogate: Benchmark, task: str, space: SearchSpace, multiples: tuple[int, ...] = MULTIPLES
     ) -> None:
         self.surrogate, self.task, self.multiples = surrogate, task, multiples
+        self.epochs = surrogate.epochs
         self.keys = {name: parameter.key.rsplit(".", 1)[-1] for name, parameter in space.parameters.items()}
         self.spent = self.evaluations = self.partial = 0
         self.best_value, self.best_test = -math.inf, math.nan
@@ -150,22 +192,24 @@ class Ledger:
 
     @property
     def exhausted(self) -> bool:
-        return self.spent >= max(self.multiples) * EPOCHS
+        return self.spent >= max(self.multiples) * self.epochs
 
-    def curve(self, config: dict[str, Any], epochs: int = EPOCHS) -> dict[str, np.ndarray]:
-        """The surrogate's curves of ``config`` (named as in the search space) for epochs 1..``epochs``."""
-        return self.surrogate.curve(self.task, {self.keys[name]: value for name, value in config.items()}, epochs)
+    def curve(self, config: dict[str, Any], epochs: int | None = None) -> dict[str, np.ndarray]:
+        """The benchmark's curves of ``config`` (named as in the search space) for steps 1..``epochs`` (all)."""
+        named = {self.keys[name]: value for name, value in config.items()}
+        return self.surrogate.curve(self.task, named, epochs or self.epochs)
 
     def spend(self, curve: dict[str, np.ndarray], epochs: int) -> float:
-        """Charge ``epochs`` of training along ``curve``; the validation metric after them."""
-        value = float(curve[METRIC][epochs - 1])
+        """Charge ``epochs`` steps of training along ``curve``; the validation metric after them."""
+        value = float(curve[self.surrogate.metric][epochs - 1])
         self.spent += epochs
         self.evaluations += 1
-        self.partial += epochs < EPOCHS
-        if epochs == EPOCHS and value > self.best_value:
-            self.best_value, self.best_test = value, float(curve["test_balanced_accuracy"][EPOCHS - 1])
+        self.partial += epochs < self.epochs
+        if epochs == self.epochs and value > self.best_value:
+            test = self.surrogate.test_metric
+            self.best_value, self.best_test = value, float(curve[test][-1]) if test else math.nan
         for multiple in self.multiples:  # the incumbent as it stood when each budget ran out
-            if multiple not in self.regrets and self.spent >= multiple * EPOCHS:
+            if multiple not in self.regrets and self.spent >= multiple * self.epochs:
                 self.regrets[multiple] = self.regret()
         return value
 
@@ -173,7 +217,7 @@ class Ledger:
         """Normalised regret of the incumbent; 1 (the worst) while nothing has trained to the end."""
         if self.best_value == -math.inf:
             return 1.0
-        return self.surrogate.normalised_regret(self.task, METRIC, self.best_value)
+        return self.surrogate.normalised_regret(self.task, self.best_value)
 
     def run(self, configuration: str, digest: str, seed: int, seconds: float) -> Run:
         return Run(
@@ -209,17 +253,18 @@ def new_study(task: str, seed: int, sampler: dict, pruner: optuna.pruners.BasePr
 
 
 def run_trials(study: optuna.Study, ledger: Ledger, distributions: dict) -> None:
-    """One trial after another, each reporting every epoch to the pruner, until the ledger's budget is spent."""
+    """One trial after another, each reporting every step to the pruner, until the ledger's budget is spent."""
+    metric = ledger.surrogate.metric
     while not ledger.exhausted:
         trial = study.ask(distributions)
         curve = ledger.curve(trial.params)
-        for epoch, value in enumerate(curve[METRIC], start=1):
+        for epoch, value in enumerate(curve[metric], start=1):
             trial.report(float(value), epoch)
-            if epoch < EPOCHS and trial.should_prune():
+            if epoch < ledger.epochs and trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
                 break
         else:
-            study.tell(trial, float(curve[METRIC][-1]))
+            study.tell(trial, float(curve[metric][-1]))
         ledger.spend(curve, epoch)
 
 
@@ -265,6 +310,9 @@ def summarise(runs: list[Run], names: list[str]) -> None:
     reference = by_name.get("TPE")
 
     def mean_se(values: list[float]) -> tuple[float, float]:
+        values = [value for value in values if not math.isnan(value)]  # a curve table has no test metric
+        if not values:
+            return math.nan, math.nan
         spread = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
         return statistics.fmean(values), spread
 
@@ -307,9 +355,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="configurations to run (default: all)")
     parser.add_argument("--extra", action="append", default=[], help="'NAME=OVERRIDE OVERRIDE ...'")
     parser.add_argument("--report", action="store_true", help="print the table of the runs in the CSV; run none")
+    parser.add_argument("--table", type=Path, help="replay this fine-tuning curve table instead of lcbench")
     arguments = parser.parse_args()
-    if not arguments.data:
-        parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder")
+    if arguments.table is not None and not arguments.table.is_file():
+        parser.error(f"--table {arguments.table} is not a file; allowed: a CSV written by finetune_curves.py")
+    if not (arguments.data or arguments.table):
+        parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder, or --table a curve table")
     configurations = dict(CONFIGURATIONS)
     for extra in arguments.extra:
         name, _, overrides = extra.partition("=")
@@ -318,8 +369,13 @@ def main() -> None:
     unknown = sorted(set(names) - set(configurations))
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; known: {list(configurations)}")
-    tasks = arguments.tasks or Surrogate(arguments.data).tasks
-    digests = {name: settings_or_error(parser, f"configuration {name!r}", configurations[name]) for name in names}
+    task_config = "lcbench" if arguments.table is None else "finetune"
+    digests = {
+        name: settings_or_error(parser, f"configuration {name!r}", configurations[name], task_config) for name in names
+    }
+    space = settings(CONFIGURATIONS["default"], task_config)[3]  # the one every configuration searches
+    _load_surrogate(arguments.data, arguments.table, space)
+    tasks = arguments.tasks or _surrogate.tasks
     done = earlier_runs(arguments.csv)
     seeds = seed_range(arguments)
     wanted = [(name, (digests[name][0], task, seed)) for name in names for task in tasks for seed in seeds]
@@ -329,7 +385,8 @@ def main() -> None:
     print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} {outstanding}")
     started = time.perf_counter()
     if not arguments.report:
-        with multiprocessing.Pool(arguments.processes, _load_surrogate, (arguments.data,)) as pool:
+        benchmark = (arguments.data, arguments.table, space)
+        with multiprocessing.Pool(arguments.processes, _load_surrogate, benchmark) as pool:
             store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
     missing = Counter(name for name, key in wanted if key not in done)  # a mean over some tasks is not comparable
     complete = [name for name in names if not missing[name]]

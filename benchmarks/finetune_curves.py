@@ -1,0 +1,141 @@
+"""Real fine-tuning curves: a table of MiniLM learning curves over the default search space, for replaying searches.
+
+Trains a fixed, seeded Sobol sample of configurations of ``conf/search_space/default.yaml`` (the same
+configurations on every dataset) with the shipped task settings (``--overrides`` changes them: 600 training
+examples, 2 epochs, 4 evaluations per epoch, the whole validation split), every one to its end: no pruning. Each
+trial runs through ``hps.objective`` as a user's own study would, in one Optuna study per dataset, stored in
+SQLite (so that a stopped recording resumes, and ``--configs`` can grow the table later: Sobol points are taken in
+order). It then writes every evaluation of every complete trial to a CSV, the table that
+``benchmarks/search_quality.py --table`` replays::
+
+    python benchmarks/finetune_curves.py --data-root ../shared/data                  # 128 x 2 datasets, ~1 hour
+    python benchmarks/finetune_curves.py --data-root ../shared/data --configs 512    # grows the same table
+    python benchmarks/finetune_curves.py --data-root ../shared/data --csv-only       # rewrites the CSV only
+
+Columns: ``data``, ``config`` (the index of the Sobol point, the same on every dataset), the search space's
+parameters, then per evaluation ``step``, ``epoch``, ``train_loss``, ``metric`` (the dataset's metric) and
+``train_seconds`` (optimisation time so far), and the trial's ``wall_seconds`` (everything, the frozen-feature
+cache included). Cost on 2 cores: benchmarks/RESULTS.md, "Real fine-tuning curves".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
+from scipy.stats import qmc
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = REPO / "conf" / "search_space" / "default.yaml"
+CURVE_COLUMNS = ["step", "epoch", "train_loss", "metric", "train_seconds"]
+
+
+def sobol_configurations(distributions: dict[str, BaseDistribution], count: int, seed: int) -> list[dict[str, Any]]:
+    """The first ``count`` points of a scrambled Sobol sequence, each mapped onto ``distributions`` (log ranges in
+    log space, integers and choices in equal cells of the unit interval)."""
+    points = qmc.Sobol(d=len(distributions), scramble=True, seed=seed).random(count)
+    items = list(distributions.items())
+    return [{name: _from_unit(d, float(u)) for (name, d), u in zip(items, point, strict=True)} for point in points]
+
+
+def _from_unit(distribution: BaseDistribution, u: float) -> Any:
+    if isinstance(distribution, CategoricalDistribution):
+        return distribution.choices[min(int(u * len(distribution.choices)), len(distribution.choices) - 1)]
+    low, high = distribution.low, distribution.high
+    if isinstance(distribution, IntDistribution):
+        return min(low + int(u * (high - low + 1)), high)
+    if distribution.log:
+        return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+    return low + u * (high - low)
+
+
+def record(data: str, configurations: list[dict[str, Any]], storage: str, overrides: list[str]) -> optuna.Study:
+    """Train each configuration not yet complete in the study of ``data``; the study."""
+    import hps
+
+    study = optuna.create_study(
+        study_name=f"curves-{data}",
+        storage=storage,
+        direction="maximize",
+        pruner=optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    # complete, or queued by a recording that stopped before it ran them (a trial left RUNNING by a killed
+    # recording is not in the table and is trained again)
+    states = (TrialState.COMPLETE, TrialState.WAITING)
+    taken = {t.user_attrs["config"] for t in study.get_trials(states=states)}
+    for index, params in enumerate(configurations):
+        if index not in taken:
+            study.enqueue_trial(params, user_attrs={"config": index})
+    queued = len(study.get_trials(states=(TrialState.WAITING,)))
+    if queued:
+        objective = hps.objective([f"data={data}", *overrides], search_space=SPACE.stem)
+        study.optimize(objective, n_trials=queued, catch=(Exception,))
+    return study
+
+
+def write_table(studies: dict[str, optuna.Study], names: list[str], path: Path) -> int:
+    """Every evaluation of every complete trial, by dataset and configuration; the number of configurations."""
+    from hps.search.trial import record as stored
+
+    rows, configurations = [], 0
+    for data, study in studies.items():
+        trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["config"])
+        configurations += len(trials)
+        for trial in trials:
+            head = {"data": data, "config": trial.user_attrs["config"], **{n: trial.params[n] for n in names}}
+            for evaluation in stored(trial, "curve"):
+                curve = {key: evaluation[key] for key in CURVE_COLUMNS}
+                rows.append(head | curve | {"wall_seconds": trial.user_attrs["wall_time_s"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=["data", "config", *names, *CURVE_COLUMNS, "wall_seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return configurations
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, required=True, help="folder of the datasets (HPS_DATA_ROOT)")
+    parser.add_argument("--data", nargs="+", default=["tweet_eval_emotion", "sst2"], help="data configs")
+    parser.add_argument("--configs", type=int, default=128, help="Sobol points per dataset (a power of 2 is best)")
+    parser.add_argument("--seed", type=int, default=0, help="the Sobol sequence's scrambling seed")
+    parser.add_argument("--overrides", nargs="*", default=[], help="task overrides, e.g. training.num_epochs=3")
+    parser.add_argument("--folder", type=Path, default=REPO / "studies" / "benchmarks" / "finetune_curves")
+    parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "finetune_curves.csv")
+    parser.add_argument("--csv-only", action="store_true", help="write the CSV from the stored studies; train none")
+    arguments = parser.parse_args()
+    if not arguments.data_root.is_dir():
+        parser.error(f"--data-root {arguments.data_root} is not a folder; allowed: the folder holding the datasets")
+    os.environ["HPS_DATA_ROOT"] = str(arguments.data_root.resolve())
+    os.environ["HPS_STUDIES_DIR"] = str(arguments.folder.resolve())  # trial folders and artifacts go there
+    arguments.folder.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{arguments.folder.resolve()}/curves.db"
+
+    from hps.objectives import setup
+    from hps.search.space import parse_search_space
+
+    setup()
+    distributions = parse_search_space(OmegaConf.to_container(OmegaConf.load(SPACE))).distributions
+    configurations = sobol_configurations(distributions, arguments.configs, arguments.seed)
+    studies = {}
+    for data in arguments.data:
+        if arguments.csv_only:
+            studies[data] = optuna.load_study(study_name=f"curves-{data}", storage=storage)
+        else:
+            studies[data] = record(data, configurations, storage, arguments.overrides)
+    count = write_table(studies, list(distributions), arguments.csv)
+    print(f"{count} complete curves of {len(arguments.data)} datasets in {arguments.csv}; the studies in {storage}")
+
+
+if __name__ == "__main__":
+    main()
