@@ -52,9 +52,19 @@ class CurveTable:
 
     def curve(self, task: str, config: Mapping[str, object], epochs: int | None = None) -> dict[str, np.ndarray]:
         """The recorded curve nearest to ``config`` (parameters by name), its first ``epochs`` evaluations."""
-        point = np.array([self._unit(name, config[name]) for name in self._distributions])
-        nearest = int(np.argmin(((self._points[task] - point) ** 2).sum(axis=1)))
-        return {self.metric: self._curves[task][nearest, : epochs or self.epochs]}
+        return {self.metric: self._curves[task][self.nearest(task, config), : epochs or self.epochs]}
+
+    def nearest(self, task: str, config: Mapping[str, object]) -> int:
+        """The row of the recorded configuration of ``task`` nearest to ``config``: the cell it falls in."""
+        return int(np.argmin(((self._points[task] - self.unit_point(config)) ** 2).sum(axis=1)))
+
+    def unit_point(self, config: Mapping[str, object]) -> np.ndarray:
+        """``config`` (parameters by name) scaled to [0, 1] as the samplers scale it."""
+        return np.array([self._unit(name, config[name]) for name in self._distributions])
+
+    def points(self, task: str) -> np.ndarray:
+        """The recorded configurations of ``task``, scaled to [0, 1], one row each."""
+        return self._points[task]
 
     def normalised_regret(self, task: str, value: float) -> float:
         """How far ``value`` is from the task's best recorded final value, as a fraction of their range."""

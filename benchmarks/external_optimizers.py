@@ -36,6 +36,8 @@ run each optimizer from the environment that has it (by default the script runs 
     /tmp/ext-venv/bin/python benchmarks/external_optimizers.py --data ../shared/benchmarks/yahpo_gym
     /tmp/ext-venv-dehb/bin/python benchmarks/external_optimizers.py --data DIR --tasks 3945 189909 --seeds 1
     /tmp/ext-venv/bin/python benchmarks/external_optimizers.py --data DIR --first-seed 1 --seeds 2  # seeds 1, 2
+    /tmp/ext-venv/bin/python benchmarks/external_optimizers.py --data DIR --space lcbench_inner80 \
+        --only 'SMAC3 Hyperband'
 """
 
 from __future__ import annotations
@@ -222,6 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_protocol_arguments(parser)
     parser.add_argument("--only", nargs="+", help=f"optimizers to run (default: those installed of {list(OPTIMIZERS)})")
+    parser.add_argument("--space", default="lcbench", help="a conf/search_space of lcbench, e.g. lcbench_inner80")
     arguments = parser.parse_args()
     if not arguments.data:
         parser.error(f"--data (or ${DATA_ENV}) must name a YAHPO Gym data folder")
@@ -236,8 +239,9 @@ def main() -> None:
     if not names:
         parser.error(f"none of {list(OPTIMIZERS)} is installed; see this script's docstring")
     tasks = arguments.tasks or Surrogate(arguments.data).tasks
-    references = {name: settings(CONFIGURATIONS[name])[0] for name in REFERENCES}
-    space = settings(CONFIGURATIONS["default"])[3]  # the space search_quality.py's configurations search
+    in_space = [f"search_space={arguments.space}"]  # what search_quality.py's --extra adds for another space
+    references = {name: settings([*CONFIGURATIONS[name], *in_space])[0] for name in REFERENCES}
+    space = settings([*CONFIGURATIONS["default"], *in_space])[3]
     digests = {name: digest(name, space) for name in names}
     done = earlier_runs(arguments.csv)
     seeds = seed_range(arguments)

@@ -11,6 +11,7 @@ order). It then writes every evaluation of every complete trial to a CSV, the ta
     python benchmarks/finetune_curves.py --data-root ../shared/data                  # 128 x 2 datasets, ~1 hour
     python benchmarks/finetune_curves.py --data-root ../shared/data --configs 512    # grows the same table
     python benchmarks/finetune_curves.py --data-root ../shared/data --csv-only       # rewrites the CSV only
+    python benchmarks/finetune_curves.py --data-root DIR --workers 12   # a GPU: 12 trainings share it, 12x the CPU's
 
 Columns: ``data``, ``config`` (the index of the Sobol point, the same on every dataset), the search space's
 parameters, then per evaluation ``step``, ``epoch``, ``train_loss``, ``metric`` (the dataset's metric) and
@@ -22,8 +23,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import math
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +37,12 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, IntD
 from optuna.trial import TrialState
 from scipy.stats import qmc
 
+from hps.search.storage import open_storage
+
 REPO = Path(__file__).resolve().parents[1]
 SPACE = REPO / "conf" / "search_space" / "default.yaml"
 CURVE_COLUMNS = ["step", "epoch", "train_loss", "metric", "train_seconds"]
+CHUNK = 8  # configurations a worker takes at a time
 
 
 def sobol_configurations(distributions: dict[str, BaseDistribution], count: int, seed: int) -> list[dict[str, Any]]:
@@ -57,13 +64,11 @@ def _from_unit(distribution: BaseDistribution, u: float) -> Any:
     return low + u * (high - low)
 
 
-def record(data: str, configurations: list[dict[str, Any]], storage: str, overrides: list[str]) -> optuna.Study:
-    """Train each configuration not yet complete in the study of ``data``; the study."""
-    import hps
-
+def queue(data: str, configurations: list[dict[str, Any]], storage: str) -> int:
+    """Enqueue in the study of ``data`` each configuration not yet complete or queued; how many wait to be trained."""
     study = optuna.create_study(
         study_name=f"curves-{data}",
-        storage=storage,
+        storage=open_storage(storage),  # WAL and a busy timeout: workers share the file
         direction="maximize",
         pruner=optuna.pruners.NopPruner(),
         load_if_exists=True,
@@ -75,11 +80,42 @@ def record(data: str, configurations: list[dict[str, Any]], storage: str, overri
     for index, params in enumerate(configurations):
         if index not in taken:
             study.enqueue_trial(params, user_attrs={"config": index})
-    queued = len(study.get_trials(states=(TrialState.WAITING,)))
-    if queued:
-        objective = hps.objective([f"data={data}", *overrides], search_space=SPACE.stem)
-        study.optimize(objective, n_trials=queued, catch=(Exception,))
-    return study
+    return len(study.get_trials(states=(TrialState.WAITING,)))
+
+
+def train_queued(data: str, count: int, storage: str, overrides: list[str]) -> None:
+    """Train ``count`` queued configurations of ``data``'s study, lowest Sobol index first (Optuna pops the
+    oldest waiting trial), so that a recording cut short leaves a prefix of the sequence."""
+    import hps
+
+    study = optuna.load_study(  # the pruner is not stored with a study: without NopPruner, Optuna's median prunes
+        study_name=f"curves-{data}", storage=open_storage(storage), pruner=optuna.pruners.NopPruner()
+    )
+    objective = hps.objective([f"data={data}", *overrides], search_space=SPACE.stem)
+    study.optimize(objective, n_trials=count, catch=(Exception,))
+
+
+def record(
+    datasets: list[str], configurations: list[dict[str, Any]], storage: str, overrides: list[str], workers: int
+) -> None:
+    """Train every configuration not yet complete on every dataset, in ``workers`` processes.
+
+    Workers take chunks of each dataset's queue in turn, so every dataset grows at the same pace; each worker pops
+    its own trials from the shared study, and the chunks add up to the queue, so none samples a new configuration.
+    """
+    chunks = []
+    for data in datasets:
+        queued = queue(data, configurations, storage)
+        chunks.append([(data, min(CHUNK, queued - start), storage, overrides) for start in range(0, queued, CHUNK)])
+    jobs = [job for round_ in itertools.zip_longest(*chunks) for job in round_ if job is not None]
+    if workers == 1:
+        for job in jobs:
+            train_queued(*job)
+        return
+    # spawned, not forked: each worker initialises its own CUDA context
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in as_completed([pool.submit(train_queued, *job) for job in jobs]):
+            done.result()
 
 
 def write_table(studies: dict[str, optuna.Study], names: list[str], path: Path) -> int:
@@ -112,8 +148,11 @@ def main() -> None:
     parser.add_argument("--overrides", nargs="*", default=[], help="task overrides, e.g. training.num_epochs=3")
     parser.add_argument("--folder", type=Path, default=REPO / "studies" / "benchmarks" / "finetune_curves")
     parser.add_argument("--csv", type=Path, default=REPO / "benchmarks" / "finetune_curves.csv")
+    parser.add_argument("--workers", type=int, default=1, help="trainings at a time (several share a GPU well)")
     parser.add_argument("--csv-only", action="store_true", help="write the CSV from the stored studies; train none")
     arguments = parser.parse_args()
+    if arguments.workers < 1:
+        parser.error(f"--workers {arguments.workers}; allowed: a whole number >= 1")
     if not arguments.data_root.is_dir():
         parser.error(f"--data-root {arguments.data_root} is not a folder; allowed: the folder holding the datasets")
     os.environ["HPS_DATA_ROOT"] = str(arguments.data_root.resolve())
@@ -127,12 +166,11 @@ def main() -> None:
     setup()
     distributions = parse_search_space(OmegaConf.to_container(OmegaConf.load(SPACE))).distributions
     configurations = sobol_configurations(distributions, arguments.configs, arguments.seed)
-    studies = {}
-    for data in arguments.data:
-        if arguments.csv_only:
-            studies[data] = optuna.load_study(study_name=f"curves-{data}", storage=storage)
-        else:
-            studies[data] = record(data, configurations, storage, arguments.overrides)
+    if not arguments.csv_only:
+        record(arguments.data, configurations, storage, arguments.overrides, arguments.workers)
+    studies = {
+        name: optuna.load_study(study_name=f"curves-{name}", storage=open_storage(storage)) for name in arguments.data
+    }
     count = write_table(studies, list(distributions), arguments.csv)
     print(f"{count} complete curves of {len(arguments.data)} datasets in {arguments.csv}; the studies in {storage}")
 

@@ -77,7 +77,7 @@ def config(
 def ours(cfg: DictConfig) -> tuple[float, float, float]:
     """(training examples/s, wall seconds, validation metric) of one run of our task."""
     started = time.perf_counter()
-    result = fine_tune(cfg, TrialLink(), output_dir=HydraConfig.get().runtime.output_dir)
+    result = fine_tune(cfg, TrialLink(), output_dir=Path(HydraConfig.get().runtime.output_dir))
     last = result.curve[-1]
     return last.examples_seen / last.train_seconds, time.perf_counter() - started, result.metric
 

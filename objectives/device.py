@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from hps.search._compat import clear_cublas_workspaces
 from hps.search.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -157,9 +158,11 @@ def rss_mb() -> float | None:
 
 
 def release_memory() -> None:
-    """Hand back what a finished run left: cyclic garbage, and the CUDA caching allocator's free blocks."""
+    """Hand back what a finished run left: cyclic garbage, cuBLAS's workspaces, and the CUDA caching allocator's free
+    blocks."""
     gc.collect()
     if torch.cuda.is_available():
+        clear_cublas_workspaces()
         torch.cuda.empty_cache()
 
 

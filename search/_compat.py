@@ -1,9 +1,9 @@
 """Every use of another package's private names, in one place, with the versions each was checked against.
 
-Optuna, Hydra and datasets give no public way to do these few things. Kept here, an upgrade that moves one
+Optuna, Hydra, datasets and torch give no public way to do these few things. Kept here, an upgrade that moves one
 fails ``tests/test_compat.py`` with the name that moved, instead of a sweep failing somewhere else.
 
-Checked against optuna 5.0-5.1, hydra-core 1.3.2, datasets 3.0-5.2.
+Checked against optuna 5.0-5.1, hydra-core 1.3.2, datasets 3.0-5.2, torch 2.11-2.13.
 """
 
 from __future__ import annotations
@@ -84,3 +84,17 @@ class StudyWithTrials:
     ) -> list[FrozenTrial]:
         trials = self._transform(self._study._get_trials(deepcopy=deepcopy, states=None, use_cache=use_cache))
         return [t for t in trials if states is None or t.state in states]
+
+
+def clear_cublas_workspaces() -> None:
+    """Free the cuBLAS workspaces that PyTorch allocates per stream through its caching allocator and keeps until the
+    process ends (torch: ``torch._C._cuda_clearCublasWorkspaces``; CUDA builds only, a CPU build has none to free).
+
+    A worker would otherwise never hand them back between trials: on an H200, 65 MiB stayed allocated after a released
+    run (benchmarks/RESULTS.md, "GPU").
+    """
+    import torch  # not at import: the synthetic objective starts without torch
+
+    clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+    if clear is not None:
+        clear()

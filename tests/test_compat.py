@@ -80,3 +80,18 @@ def test_samplers_read_the_trials_through_the_view():
     space = {"x": optuna.distributions.FloatDistribution(0, 3)}
     sampler.sample_relative(view, study.trials[frozen.number], space)
     assert seen[-1] == 3  # the two complete trials and the running one
+
+
+@pytest.mark.gpu
+def test_cublas_workspaces_are_handed_back():
+    import torch
+
+    _compat.clear_cublas_workspaces()  # any an earlier test left
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated()
+    a = torch.ones(256, 256, device="cuda")
+    (a @ a).sum().item()  # creates the stream's cuBLAS workspace
+    del a
+    assert torch.cuda.memory_allocated() > before  # the workspace, held after the tensors are gone
+    _compat.clear_cublas_workspaces()
+    assert torch.cuda.memory_allocated() == before

@@ -8,6 +8,7 @@ import sys
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from hps.search.space import parse_search_space
 from tests.conftest import REPO
@@ -15,7 +16,8 @@ from tests.conftest import REPO
 sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import each other as top-level modules
 
 from curve_table import CurveTable
-from finetune_curves import CURVE_COLUMNS, sobol_configurations
+from finetune_curves import CURVE_COLUMNS, record, sobol_configurations, write_table
+from finetune_curves import SPACE as DEFAULT_SPACE
 from search_quality import Ledger, new_study, run_trials
 
 SPACE = {
@@ -86,3 +88,23 @@ def test_the_recorded_configurations_are_a_fixed_sobol_sample_within_the_space()
     assert {c["batch_size"] for c in first} == {8, 16, 32}
     rates = sorted(math.log10(c["learning_rate"]) for c in first)
     assert rates[0] < -4.5 and rates[-1] > -3.5  # spread over the log range, not bunched at one end
+
+
+def test_workers_train_every_queued_configuration_once_to_its_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)  # the shipped data
+    monkeypatch.setenv("HPS_STUDIES_DIR", str(tmp_path))  # inherited by the spawned workers
+    distributions = parse_search_space(OmegaConf.to_container(OmegaConf.load(DEFAULT_SPACE))).distributions
+    configurations = sobol_configurations(distributions, 6, seed=0)
+    storage = f"sqlite:///{tmp_path}/curves.db"
+    tiny = ["model=tiny_bert", "model.config_overrides.num_hidden_layers=6", "data.max_train_examples=48"]
+    tiny += ["training.num_epochs=1", "training.evals_per_epoch=2"]  # 6 layers: freeze_layers goes to 6
+    record(["tweet_eval_emotion"], configurations[:3], storage, [*tiny, "training.threads=1"], workers=1)
+    record(["tweet_eval_emotion"], configurations, storage, [*tiny, "training.threads=1"], workers=2)  # grows it
+
+    study = optuna.load_study(study_name="curves-tweet_eval_emotion", storage=storage)
+    trials = study.get_trials()
+    assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}  # nothing pruned, failed or sampled anew
+    assert sorted(t.user_attrs["config"] for t in trials) == list(range(6))
+    for trial in trials:
+        assert trial.params == pytest.approx(configurations[trial.user_attrs["config"]])
+    assert write_table({"tweet_eval_emotion": study}, list(distributions), tmp_path / "table.csv") == 6
