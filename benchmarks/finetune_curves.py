@@ -12,6 +12,10 @@ order). It then writes every evaluation of every complete trial to a CSV, the ta
     python benchmarks/finetune_curves.py --data-root ../shared/data --configs 512    # grows the same table
     python benchmarks/finetune_curves.py --data-root ../shared/data --csv-only       # rewrites the CSV only
     python benchmarks/finetune_curves.py --data-root DIR --workers 12   # a GPU: 12 trainings share it, 12x the CPU's
+    python benchmarks/finetune_curves.py --data-root DIR --configs 1024 --start 128  # points 128.. only, elsewhere
+
+Writing the CSV keeps the rows it holds of configurations the studies here lack, so a table grown on another
+machine (``--start``: its own studies hold only the new points) merges into the one in the repo.
 
 Columns: ``data``, ``config`` (the index of the Sobol point, the same on every dataset), the search space's
 parameters, then per evaluation ``step``, ``epoch``, ``train_loss``, ``metric`` (the dataset's metric) and
@@ -64,8 +68,9 @@ def _from_unit(distribution: BaseDistribution, u: float) -> Any:
     return low + u * (high - low)
 
 
-def queue(data: str, configurations: list[dict[str, Any]], storage: str) -> int:
-    """Enqueue in the study of ``data`` each configuration not yet complete or queued; how many wait to be trained."""
+def queue(data: str, configurations: list[dict[str, Any]], storage: str, start: int = 0) -> int:
+    """Enqueue in the study of ``data`` each configuration from index ``start`` not yet complete or queued; how many
+    wait to be trained."""
     study = optuna.create_study(
         study_name=f"curves-{data}",
         storage=open_storage(storage),  # WAL and a busy timeout: workers share the file
@@ -78,14 +83,15 @@ def queue(data: str, configurations: list[dict[str, Any]], storage: str) -> int:
     states = (TrialState.COMPLETE, TrialState.WAITING)
     taken = {t.user_attrs["config"] for t in study.get_trials(states=states)}
     for index, params in enumerate(configurations):
-        if index not in taken:
+        if index >= start and index not in taken:
             study.enqueue_trial(params, user_attrs={"config": index})
     return len(study.get_trials(states=(TrialState.WAITING,)))
 
 
 def train_queued(data: str, count: int, storage: str, overrides: list[str]) -> None:
-    """Train ``count`` queued configurations of ``data``'s study, lowest Sobol index first (Optuna pops the
-    oldest waiting trial), so that a recording cut short leaves a prefix of the sequence."""
+    """Train ``count`` queued configurations of ``data``'s study, oldest queued first (Optuna pops the oldest
+    waiting trial): the Sobol order, so that a recording cut short leaves a prefix of the sequence, less the
+    trainings the cut killed, which the next recording queues again behind those still waiting."""
     import hps
 
     study = optuna.load_study(  # the pruner is not stored with a study: without NopPruner, Optuna's median prunes
@@ -96,16 +102,21 @@ def train_queued(data: str, count: int, storage: str, overrides: list[str]) -> N
 
 
 def record(
-    datasets: list[str], configurations: list[dict[str, Any]], storage: str, overrides: list[str], workers: int
+    datasets: list[str],
+    configurations: list[dict[str, Any]],
+    storage: str,
+    overrides: list[str],
+    workers: int,
+    start: int = 0,
 ) -> None:
-    """Train every configuration not yet complete on every dataset, in ``workers`` processes.
+    """Train every configuration from index ``start`` not yet complete on every dataset, in ``workers`` processes.
 
     Workers take chunks of each dataset's queue in turn, so every dataset grows at the same pace; each worker pops
     its own trials from the shared study, and the chunks add up to the queue, so none samples a new configuration.
     """
     chunks = []
     for data in datasets:
-        queued = queue(data, configurations, storage)
+        queued = queue(data, configurations, storage, start)
         chunks.append([(data, min(CHUNK, queued - start), storage, overrides) for start in range(0, queued, CHUNK)])
     jobs = [job for round_ in itertools.zip_longest(*chunks) for job in round_ if job is not None]
     if workers == 1:
@@ -119,18 +130,24 @@ def record(
 
 
 def write_table(studies: dict[str, optuna.Study], names: list[str], path: Path) -> int:
-    """Every evaluation of every complete trial, by dataset and configuration; the number of configurations."""
+    """Every evaluation of every complete trial, by dataset and configuration, and the rows ``path`` holds of
+    configurations the studies lack; the number of configurations in the table."""
     from hps.search.trial import record as stored
 
-    rows, configurations = [], 0
+    rows, configurations, recorded = [], 0, set()
     for data, study in studies.items():
         trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.user_attrs["config"])
         configurations += len(trials)
+        recorded |= {(data, trial.user_attrs["config"]) for trial in trials}
         for trial in trials:
             head = {"data": data, "config": trial.user_attrs["config"], **{n: trial.params[n] for n in names}}
             for evaluation in stored(trial, "curve"):
                 curve = {key: evaluation[key] for key in CURVE_COLUMNS}
                 rows.append(head | curve | {"wall_seconds": trial.user_attrs["wall_time_s"]})
+    kept = [row for row in _read_rows(path) if (row["data"], int(row["config"])) not in recorded]
+    configurations += len({(row["data"], row["config"]) for row in kept})
+    order = {data: place for place, data in enumerate(dict.fromkeys([row["data"] for row in kept] + list(studies)))}
+    rows = sorted(kept + rows, key=lambda row: (order[row["data"]], int(row["config"]), int(row["step"])))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=["data", "config", *names, *CURVE_COLUMNS, "wall_seconds"])
@@ -139,11 +156,19 @@ def write_table(studies: dict[str, optuna.Study], names: list[str], path: Path) 
     return configurations
 
 
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as table:
+        return list(csv.DictReader(table))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, required=True, help="folder of the datasets (HPS_DATA_ROOT)")
     parser.add_argument("--data", nargs="+", default=["tweet_eval_emotion", "sst2"], help="data configs")
     parser.add_argument("--configs", type=int, default=128, help="Sobol points per dataset (a power of 2 is best)")
+    parser.add_argument("--start", type=int, default=0, help="train Sobol points from this index on only")
     parser.add_argument("--seed", type=int, default=0, help="the Sobol sequence's scrambling seed")
     parser.add_argument("--overrides", nargs="*", default=[], help="task overrides, e.g. training.num_epochs=3")
     parser.add_argument("--folder", type=Path, default=REPO / "studies" / "benchmarks" / "finetune_curves")
@@ -151,6 +176,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="trainings at a time (several share a GPU well)")
     parser.add_argument("--csv-only", action="store_true", help="write the CSV from the stored studies; train none")
     arguments = parser.parse_args()
+    if not 0 <= arguments.start < arguments.configs:
+        parser.error(f"--start {arguments.start}; allowed: a whole number from 0 to --configs - 1")
     if arguments.workers < 1:
         parser.error(f"--workers {arguments.workers}; allowed: a whole number >= 1")
     if not arguments.data_root.is_dir():
@@ -167,7 +194,7 @@ def main() -> None:
     distributions = parse_search_space(OmegaConf.to_container(OmegaConf.load(SPACE))).distributions
     configurations = sobol_configurations(distributions, arguments.configs, arguments.seed)
     if not arguments.csv_only:
-        record(arguments.data, configurations, storage, arguments.overrides, arguments.workers)
+        record(arguments.data, configurations, storage, arguments.overrides, arguments.workers, arguments.start)
     studies = {
         name: optuna.load_study(study_name=f"curves-{name}", storage=open_storage(storage)) for name in arguments.data
     }

@@ -45,9 +45,9 @@ from optuna.trial import TrialState
 from torch import nn
 from trial_speed import CONF, hf_arguments, tokenised_splits
 
+from hps.objectives.inference import EVAL_BATCH_SIZE
 from hps.objectives.metrics import metric_function
 from hps.objectives.model import freeze_bottom, load_classifier
-from hps.objectives.train import EVAL_BATCH_SIZE
 from hps.search.space import SearchSpace, parse_search_space
 from hps.search.study import state_counts
 

@@ -34,9 +34,9 @@ from omegaconf import DictConfig, open_dict
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.device import placement
 from hps.objectives.finetune import fine_tune
+from hps.objectives.inference import predict
 from hps.objectives.metrics import metric_function
 from hps.objectives.model import freeze_bottom, load_classifier, load_tokenizer
-from hps.objectives.train import predict
 from hps.search.trial import TrialLink
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

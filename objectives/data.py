@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import itertools
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,10 +52,12 @@ def load_splits(data: DictConfig, with_test: bool = False) -> Splits:
     The test split is read only ``with_test`` (production training): a search never looks at it.
     """
     _check_settings(data)
-    train = _read_split(data, "train", data.train_file, name_column=data.get("label_name_column"))
+    train = _read_split(data, "train", _split_path(data, data.train_file), name_column=data.get("label_name_column"))
     names, train = _label_names(data, train)
-    validation = _read_split(data, "validation", data.validation_file) if data.validation_file else None
-    test = _read_split(data, "test", data.test_file) if with_test and data.test_file else None
+    validation = (
+        _read_split(data, "validation", _split_path(data, data.validation_file)) if data.validation_file else None
+    )
+    test = _read_split(data, "test", _split_path(data, data.test_file)) if with_test and data.test_file else None
     if validation is None:
         train, validation = _stratified_split(
             data, train, test_size=data.validation_fraction, purpose="validation hold-out"
@@ -98,9 +102,48 @@ def _split_path(data: DictConfig, file_name: str) -> Path:
     return Path(str(data.dir)) / str(file_name)
 
 
-def _read_split(data: DictConfig, split: str, file_name: str, name_column: str | None = None) -> datasets.Dataset:
-    """The split's text columns and ``labels``, checked; also ``name_column`` when given and in the file."""
-    path = _split_path(data, file_name)
+def read_batch(data: DictConfig, path: Path) -> datasets.Dataset:
+    """New examples for checking a model trained on ``data``: a CSV with its text columns and, if the file has it,
+    its label column (then checked as a split's labels are), as :func:`load_splits` reads a split."""
+    return _read_split(data, "new", path, labels_optional=True)
+
+
+def split_files(data: DictConfig, with_test: bool = False) -> dict[str, Path]:
+    """The files :func:`load_splits` reads, by split."""
+    files = {
+        "train": data.train_file,
+        "validation": data.validation_file,
+        "test": data.test_file if with_test else None,
+    }
+    return {split: _split_path(data, name) for split, name in files.items() if name}
+
+
+def fingerprint(paths: list[Path], settings: dict | None = None) -> str:
+    """A short hash of the files' bytes and of the settings that pick examples from them (caps, seeds): equal
+    fingerprints mean the same examples."""
+    digest = hashlib.sha256(json.dumps(settings or {}, sort_keys=True, default=str).encode())
+    for path in paths:
+        content = hashlib.sha256()
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                content.update(chunk)
+        digest.update(content.digest())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(data: DictConfig, with_test: bool = False) -> str:
+    """The fingerprint of the examples :func:`load_splits` gives for ``data``."""
+    settings = {key: data.get(key) for key in (*CAPS, "seed", "validation_fraction")}
+    return fingerprint(list(split_files(data, with_test).values()), settings)
+
+
+def _read_split(
+    data: DictConfig, split: str, path: Path, name_column: str | None = None, labels_optional: bool = False
+) -> datasets.Dataset:
+    """The split's text columns and ``labels``, checked; also ``name_column`` when given and in the file.
+
+    With ``labels_optional`` a file without the label column is read without ``labels``.
+    """
     where = f"data {data.name!r}, {split} split"
     if not path.is_file():
         raise ConfigError(
@@ -120,7 +163,8 @@ def _read_split(data: DictConfig, split: str, file_name: str, name_column: str |
         table = datasets.load_dataset("csv", data_files=str(path), split="train", encoding=encoding)
     except Exception as error:  # any unreadable file is the same user error
         raise ConfigError(f"{where}: cannot read {str(path)!r} as CSV ({first_line(error)})") from None
-    needed = [*data.text_columns, data.label_column]
+    labelled = not labels_optional or data.label_column in table.column_names
+    needed = [*data.text_columns, data.label_column] if labelled else list(data.text_columns)
     missing = [column for column in needed if column not in table.column_names]
     if missing:
         raise ConfigError(
@@ -128,6 +172,8 @@ def _read_split(data: DictConfig, split: str, file_name: str, name_column: str |
         )
     for column in data.text_columns:
         _check_filled(table, column, str, f"{where}: text column {column!r}", path)
+    if not labelled:
+        return table.select_columns(needed)
     labels = np.asarray(_values(table, data.label_column), dtype=object)
     bad = next((v for v in labels if isinstance(v, bool) or not isinstance(v, (int, np.integer))), None)
     if bad is None:

@@ -44,7 +44,7 @@ from hps.objectives.adapters import (
     trainable_parameters,
 )
 from hps.objectives.checkpoints import best_index, check_value
-from hps.objectives.data import load_splits, tokenize
+from hps.objectives.data import data_fingerprint, load_splits, tokenize
 from hps.objectives.device import (
     OutOfMemory,
     Placement,
@@ -55,12 +55,16 @@ from hps.objectives.device import (
     rss_mb,
 )
 from hps.objectives.features import TopLayers, cached_features, pad_features
+from hps.objectives.inference import REFERENCE, model_outputs, save_reference
 from hps.objectives.metrics import metric_function
 from hps.objectives.model import check_freeze_layers, encoder_depth, freeze_bottom, load_classifier, load_tokenizer
-from hps.objectives.train import Evaluation, TrainResult, check_training, predict, train
+from hps.objectives.train import Evaluation, TrainResult, check_training, train
+from hps.search.check_report import note_models
 from hps.search.errors import ConfigError, exit_on_config_error
 from hps.search.progress import console, training_progress
+from hps.search.registry import PRODUCTION, PROVENANCE, ModelEntry, promote, promoted, register
 from hps.search.space import SearchSpace
+from hps.search.storage import absolute_url, default_storage, has_password
 from hps.search.trial import TrialLink, package_versions
 from hps.search.workers import threads_per_worker
 
@@ -330,15 +334,20 @@ def check_best_step(best_step: Any, training: DictConfig | None = None) -> None:
 def save_production(
     cfg: DictConfig, run: _Run, result: TrainResult, collate: transformers.DataCollatorWithPadding, folder: Path
 ) -> None:
-    """Evaluate once on the test split; save the model folder, ``metrics.json`` and ``config.yaml``.
+    """Evaluate once on the test split; save the model folder, ``metrics.json``, ``config.yaml``, and what model
+    checks compare new data against (``reference.npz``: the test split's labels, predictions, probabilities and
+    pooled embeddings); register the model (``provenance.json`` says where).
 
     With LoRA adapters it saves them to ``adapter/`` and, in ``model/``, the model with them merged into its
     weights: a plain ``transformers`` model that predicts as the adapted one did.
     """
     training, test_set, metric_name = run.training, run.test_set, cfg.data.metric
+    folder.mkdir(parents=True, exist_ok=True)
     test_value = None
     if test_set is not None:
-        test_value = metric_function(metric_name)(*predict(result.model, test_set, collate, run.place))
+        outputs = model_outputs(result.model, test_set, collate, run.place, details=True)
+        test_value = metric_function(metric_name)(outputs.labels, outputs.predictions)
+        save_reference(outputs, folder / REFERENCE)
     trainable = trainable_parameters(result.model)
     model = result.model if run.adapted is None else save_adapted(run.adapted, folder)
     model.save_pretrained(folder / "model")
@@ -354,10 +363,52 @@ def save_production(
         "trainable_parameters": trainable,
     }
     if test_set is None:
-        log.warning("data %s has no test split (data.test_file): metrics.json has no test metric", cfg.data.name)
+        log.warning(
+            "data %s has no test split (data.test_file): metrics.json has no test metric and hps check no reference",
+            cfg.data.name,
+        )
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     OmegaConf.save(cfg, folder / "config.yaml", resolve=True)
-    console.print(f"production model saved to {folder / 'model'}; test {metric_name}: {test_value}", highlight=False)
+    sizes = {"train": len(run.train_set), "validation": len(run.validation_set or []), "test": len(test_set or [])}
+    entry = register_production(cfg, folder, sizes, metrics)
+    console.print(
+        f"production model {entry.id} saved to {folder / 'model'}; test {metric_name}: {test_value}"
+        + (f"; promoted: {Path(cfg.paths.studies_dir) / entry.lineage / PRODUCTION}" if entry.promoted else ""),
+        highlight=False,
+    )
+
+
+def register_production(cfg: DictConfig, folder: Path, sizes: dict[str, int], metrics: dict) -> ModelEntry:
+    """Record the model in the registry of its study's database (:mod:`hps.search.registry`) and write
+    ``provenance.json``; the first model of a lineage becomes its production model."""
+    source, studies = cfg.production.get("source") or {}, Path(cfg.paths.studies_dir)
+    url = absolute_url(source.get("storage") or default_storage(studies))
+    entry = ModelEntry(
+        lineage=source.get("lineage") or cfg.data.name,
+        folder=str(folder.resolve()),
+        data=cfg.data.name,
+        fingerprint=data_fingerprint(cfg.data, with_test=True),
+        sizes=sizes,
+        metric=metrics["metric"],
+        validation=metrics["validation"],
+        test=metrics["test"],
+        versions=package_versions("torch", "transformers", "optuna", "datasets", "hydra-core"),
+        study=source.get("study"),
+        trial=source.get("trial"),
+        parent=source.get("parent"),
+    )
+    entry.id = register(url, entry)
+    provenance = {
+        "model": entry.id,
+        "storage": url if source.get("storage") or not has_password(url) else None,  # None: HPS_STORAGE
+        **{key: getattr(entry, key) for key in ("lineage", "study", "trial", "parent", "data", "fingerprint")},
+    }
+    (folder / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
+    if promoted(url, entry.lineage) is None:
+        promote(url, entry.id, studies)
+        entry.promoted = True
+    note_models(url, entry.study)
+    return entry
 
 
 def preflight(cfg: DictConfig, space: SearchSpace) -> None:

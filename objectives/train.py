@@ -29,10 +29,10 @@ from hps.objectives.batching import LengthGroupedBatches
 from hps.objectives.checkpoints import BestCheckpoint, check_early_stopping, check_value
 from hps.objectives.device import CPU_FP32, Placement
 from hps.objectives.features import FeatureTable, example_lengths
+from hps.objectives.inference import predict
 from hps.search.errors import ConfigError
 from hps.search.progress import TrainingProgress
 
-EVAL_BATCH_SIZE = 64
 # transformers schedules that run on the step count alone (others need a metric or extra arguments)
 LR_SCHEDULES = (
     "linear",
@@ -235,25 +235,6 @@ def train(
         best.restore(classifier)
         return TrainResult(best.value, curve, classifier, best.step, step)
     return TrainResult(curve[-1].metric if curve else None, curve, classifier, best.step, step)
-
-
-@torch.no_grad()
-def predict(
-    classifier: nn.Module,
-    table: Dataset | FeatureTable,
-    collate: Callable[[list], dict],
-    placement: Placement = CPU_FP32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, predicted labels) over ``table``, batched by similar length to cut padding, on ``placement``."""
-    classifier.eval()
-    by_length = np.argsort(example_lengths(table), kind="stable").tolist()
-    labels, predictions = [], []
-    for batch in DataLoader(table, batch_size=EVAL_BATCH_SIZE, sampler=by_length, collate_fn=collate):
-        labels.append(batch.pop("labels").numpy())
-        with placement.autocast():
-            logits = classifier(**{key: tensor.to(placement.device) for key, tensor in batch.items()}).logits
-        predictions.append(logits.argmax(dim=-1).cpu().numpy())
-    return np.concatenate(labels), np.concatenate(predictions)
 
 
 def _train_mode(classifier: nn.Module, frozen: list[nn.Module]) -> None:

@@ -10,6 +10,9 @@
 - :mod:`hps.search.sweeper`   the Hydra sweeper that ties them together
 - :mod:`hps.search.progress`  the live view of a study and its running trial
 - :mod:`hps.search.export`    the best trial(s) as complete configs for production training (``hps export``)
+- :mod:`hps.search.registry`  production models and their checks, in the study's database (``hps models``)
+- :mod:`hps.search.drift`     the statistics of ``hps check`` and ``hps retune``
 
-Nothing here knows about transformers: objectives live in :mod:`hps.objectives`.
+Nothing here knows about transformers: objectives live in :mod:`hps.objectives` (``hps check`` and ``hps retune``
+load :mod:`hps.objectives.checks` to run a model).
 """

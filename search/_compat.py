@@ -18,6 +18,7 @@ from hydra.core.utils import JobReturn
 from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import is_heartbeat_enabled as _is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import Engine
 
 
 def study_storage(study: optuna.Study) -> BaseStorage:
@@ -51,6 +52,13 @@ def stale_trial_ids(study: optuna.Study) -> list[int]:
 def grace_period(storage: BaseStorage) -> int | None:
     """The storage's heartbeat grace period in seconds, if set (optuna wraps an RDBStorage as ``_backend``)."""
     return getattr(getattr(storage, "_backend", storage), "grace_period", None)
+
+
+def storage_engine(study: optuna.Study) -> Engine | None:
+    """The SQLAlchemy engine of a study in a relational database; None for other storages (optuna wraps an
+    RDBStorage as ``_backend``)."""
+    storage = study_storage(study)
+    return getattr(getattr(storage, "_backend", storage), "engine", None)
 
 
 def job_error(result: JobReturn) -> BaseException:

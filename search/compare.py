@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 from hps.search.errors import ConfigError
+from hps.search.registry import study_models
 from hps.search.report import html_page
 from hps.search.storage import display_url, open_storage
 from hps.search.study import IDENTITY, ranked_complete_trials, state_counts, study_names
@@ -44,6 +45,7 @@ class StudyRow:
     interrupted: int  # stopped by Ctrl-C or SIGTERM, or lost with their worker, and run again: not failures
     compute_s: float  # wall time of finished trials
     saved_s: float | None  # estimated; None when no trial completed (no full length to scale to)
+    models: str  # production models trained from its trials, by registry id; * marks a promoted one
 
 
 def select_studies(url: str, pattern: str | None) -> list[optuna.Study]:
@@ -88,6 +90,7 @@ def study_row(study: optuna.Study) -> StudyRow:
         **state_counts(study),
         compute_s=sum(seconds(t) for t in trials if t.state in FINISHED),
         saved_s=pruning_savings_s(trials),
+        models=", ".join(f"{m.id}{'*' if m.promoted else ''} (trial {m.trial})" for m in study_models(study)),
     )
 
 

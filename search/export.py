@@ -23,7 +23,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hps.search.errors import ConfigError
-from hps.search.storage import display_url
+from hps.search.storage import display_url, has_password
 from hps.search.study import load_study, ranked_complete_trials, state_counts
 from hps.search.trial import package_versions, record
 
@@ -59,8 +59,9 @@ def select_trials(study: optuna.Study, selection: Selection) -> dict[str, Frozen
     return {f"top_{rank}": trial for rank, trial in enumerate(ranked[: selection.top_k], start=1)}
 
 
-def exported_config(trial: FrozenTrial, folder: Path) -> dict:
-    """The trial's composed config, ready to run as production training from ``folder``."""
+def exported_config(trial: FrozenTrial, folder: Path, source: dict | None = None) -> dict:
+    """The trial's composed config, ready to run as production training from ``folder``, with ``source`` (where
+    the trial is, :func:`model_source`) for the model registry."""
     config = copy.deepcopy(record(trial, "config"))
     if config is None:
         raise ConfigError(f"trial {trial.number} stored no config; it was not run by hps")
@@ -68,8 +69,21 @@ def exported_config(trial: FrozenTrial, folder: Path) -> dict:
         config["production"]["enabled"] = True
         if "best_step" in trial.user_attrs:  # objective.value=best: train on train + validation as far as the best
             config["production"]["best_step"] = trial.user_attrs["best_step"]
+        if source is not None:
+            config["production"]["source"] = source
     config["hydra"] = {"run": {"dir": str(folder / "runs" / "${now:%Y-%m-%d_%H-%M-%S}")}}
     return config
+
+
+def model_source(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
+    """Where production training from the trial registers its model: the study's database and lineage."""
+    return {
+        "study": study.study_name,
+        "trial": trial.number,
+        "storage": None if has_password(url) else url,  # a password is read from HPS_STORAGE, never written
+        "lineage": study.study_name,
+        "parent": None,
+    }
 
 
 def provenance(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
@@ -102,7 +116,8 @@ def export(url: str, study_name: str | None, selection: Selection, output_format
     written = []
     for stem, trial in select_trials(study, selection).items():
         path = folder / f"{stem}.{output_format}"
-        config, origin = exported_config(trial, folder), provenance(study, trial, url)
+        config = exported_config(trial, folder, model_source(study, trial, url))
+        origin = provenance(study, trial, url)
         if output_format == "json":
             path.write_text(json.dumps({"provenance": origin, "config": config}, indent=2) + "\n")
         else:

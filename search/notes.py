@@ -24,6 +24,7 @@ from hps.search.space import SearchSpace
 from hps.search.study import FAIL_REASON, RETRY_OF, StudySpec
 
 SETUP = "setup"
+MODELS = "models_note"  # the study's production models, as markdown below the set-up in its note
 
 
 def study_setup(
@@ -83,7 +84,16 @@ def record_setup(study: optuna.Study, setup: Mapping[str, Any]) -> None:
     if study.user_attrs.get(SETUP) == setup:
         return
     study.set_user_attr(SETUP, dict(setup))
-    optuna_dashboard.save_note(study, setup_markdown(study.study_name, setup))
+    optuna_dashboard.save_note(study, setup_markdown(study.study_name, setup) + study.user_attrs.get(MODELS, ""))
+
+
+def record_models(study: optuna.Study, markdown: str) -> None:
+    """Add ``markdown`` (the study's production models and their checks, :mod:`hps.search.check_report`) to the study's
+    note, after its set-up; kept when a resumed sweep rewrites the set-up."""
+    study.set_user_attr(MODELS, markdown)
+    setup = study.user_attrs.get(SETUP)
+    head = setup_markdown(study.study_name, setup) if setup else f"## {study.study_name}\n"
+    optuna_dashboard.save_note(study, head + markdown)
 
 
 _PEAKS = (("max_rss_mb", "host"), ("cuda_peak_mb", "GPU"))

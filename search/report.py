@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from hps.search.figures import save_figure
 from hps.search.notes import SETUP
 from hps.search.progress import format_value
+from hps.search.registry import study_models
 from hps.search.study import SEARCH_SPACE, ranked_complete_trials, state_counts
 
 STATE_STYLE = {  # intermediate-value curves by how the trial ended
@@ -135,7 +136,7 @@ def write_report(study: optuna.Study, folder: Path, png: bool = False) -> list[P
     """Write ``report.html`` (and with ``png`` a ``report_png/`` folder) for ``study``; returns the files."""
     folder.mkdir(parents=True, exist_ok=True)
     figures = report_figures(study)
-    parts = [_header(study), _top_trials(study), *_per_option_tables(study)]
+    parts = [_header(study), _top_trials(study), _models(study), *_per_option_tables(study)]
     first_plot = True
     for name in FIGURES:
         figure = figures[name]
@@ -206,6 +207,35 @@ def _top_trials(study: optuna.Study, limit: int = 10) -> str:
     return f"<h2>top trials</h2><table class='trials'><tr>{head}</tr>{body}</table>"
 
 
+def _models(study: optuna.Study) -> str:
+    """The production models trained from the study's trials, with their lineage (model -> trial -> data) and
+    checks (docs/model-maintenance.md); nothing before the first."""
+    entries = study_models(study)
+    if not entries:
+        return ""
+    head = "".join(
+        f"<th>{h}</th>" for h in ("model", "trial", "data (fingerprint)", "validation", "test", "parent", "promoted")
+    )
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            f"<td>{html.escape(str(cell))}</td>"
+            for cell in (
+                m.id,
+                m.trial,
+                f"{m.data} ({m.fingerprint[:8]}; {m.sizes.get('train')} train examples)",
+                format_value(m.validation),
+                format_value(m.test),
+                "-" if m.parent is None else m.parent,
+                "yes" if m.promoted else "",
+            )
+        )
+        + "</tr>"
+        for m in entries
+    )
+    return f"<h2>production models</h2><table class='trials'><tr>{head}</tr>{rows}</table>"
+
+
 def group_parameters(study: optuna.Study) -> list[str]:
     """The study's parameters that chose a config group's option per trial (the model), from its stored space."""
     stored = study.user_attrs.get(SEARCH_SPACE) or {}
@@ -267,12 +297,12 @@ def _shown(value: object) -> str:
 
 
 def html_page(title: str, body: str) -> str:
+    """A standalone HTML page with the reports' style."""
     style = (
         "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}"
         "table.trials td{text-align:right}.missing{color:#888;font-style:italic}"
     )
-    """A standalone HTML page with the reports' style."""
     return (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{style}</style></head><body>{body}</body></html>\n"

@@ -73,9 +73,10 @@ def studies_dir() -> Path:
     return Path(os.environ.get("HPS_STUDIES_DIR", "studies"))
 
 
-def default_storage() -> str:
-    """The sweeper's default storage (``conf/hydra/sweeper/hps.yaml``), which the ``hps`` commands read."""
-    return os.environ.get(STORAGE_ENV) or f"sqlite:///{studies_dir()}/hps.db"
+def default_storage(folder: Path | None = None) -> str:
+    """The sweeper's default storage (``conf/hydra/sweeper/hps.yaml``), which the ``hps`` commands read: the
+    database file in ``folder`` (default: :func:`studies_dir`) unless ``HPS_STORAGE`` names another."""
+    return os.environ.get(STORAGE_ENV) or f"sqlite:///{folder or studies_dir()}/hps.db"
 
 
 def display_url(url: str) -> str:
@@ -84,6 +85,17 @@ def display_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparsable storage URL>"
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute, so that it names the same file from any folder."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return url
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return url
+    return parsed.set(database=str(Path(parsed.database).expanduser().resolve())).render_as_string(hide_password=False)
 
 
 def has_password(url: str) -> bool:

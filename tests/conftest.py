@@ -78,6 +78,7 @@ def run_config(tmp_path) -> DictConfig:
         # Tests compare numbers exactly, which only fp32 gives on every CPU; bf16 is tested in test_device.py.
         "training.precision=fp32",
         f"paths.cache_dir={tmp_path}/cache",
+        f"paths.studies_dir={tmp_path}/studies",  # production training registers its model there
     )
     with open_dict(config):
         config.hydra.runtime.output_dir = str(tmp_path)

@@ -16,9 +16,9 @@ from transformers import AutoModelForSequenceClassification
 from hps.objectives.adapters import add_adapter, check_adapter, encoder_linear_names, trainable_parameters
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.finetune import fine_tune
+from hps.objectives.inference import predict
 from hps.objectives.metrics import metric_function
 from hps.objectives.model import freeze_bottom, load_classifier, load_tokenizer
-from hps.objectives.train import predict
 from hps.search.errors import ConfigError
 from hps.search.trial import TrialLink, record
 from tests.conftest import run_cli

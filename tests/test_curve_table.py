@@ -108,3 +108,18 @@ def test_workers_train_every_queued_configuration_once_to_its_end(tmp_path, monk
     for trial in trials:
         assert trial.params == pytest.approx(configurations[trial.user_attrs["config"]])
     assert write_table({"tweet_eval_emotion": study}, list(distributions), tmp_path / "table.csv") == 6
+
+    # A table grown on another machine (--start) merges: rows of configurations these studies lack are kept.
+    table = tmp_path / "table.csv"
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    grown = [row | {"config": "100"} for row in rows if row["config"] == "0"]
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(grown + rows)
+    assert write_table({"tweet_eval_emotion": study}, list(distributions), table) == 7
+    with table.open(newline="") as handle:
+        merged = list(csv.DictReader(handle))
+    assert len(merged) == len(rows) + len(grown)
+    assert [row["config"] for row in merged][-len(grown) :] == ["100"] * len(grown)  # sorted by configuration

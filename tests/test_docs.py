@@ -10,7 +10,7 @@ placeholder such as ``<study>`` or ``OVERRIDES`` is not a command). Each of ours
   ``choice``, ``range``) is composed, and every ``interval(...)`` parameter, ``hydra.sweeper.params`` entry and
   ``search_space`` entry must name a key of the composed config. An unknown key, group option or flag fails, and
   so does an unquoted parenthesis, which bash refuses.
-* ``hps <command>``: the arguments are parsed by the real parser, :func:`hps.search.cli.parser`.
+* ``hps <command>``: the arguments are parsed by the real parser, :func:`hps.search.cli.parse_arguments`.
 * ``python benchmarks/<script>.py``: the script exists.
 
 Commands of other tools (pip, apt-get, sbatch, ...) are skipped by name (:data:`NOT_OURS`); any other command fails,
@@ -304,10 +304,10 @@ def check_overridden_keys(config: DictConfig, parsed: list) -> None:
 
 
 def check_hps(arguments: list[str]) -> None:
-    from hps.search.cli import parser
+    from hps.search.cli import parse_arguments
 
     try:
-        parser().parse_args(arguments)
+        parse_arguments(arguments)
     except SystemExit as error:
         raise DocError(f"hps {shlex.join(arguments)}: the hps parser refuses it (exit status {error.code})") from None
 

@@ -23,9 +23,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from hps.objectives.checkpoints import BestCheckpoint
 from hps.objectives.data import load_splits, tokenize
 from hps.objectives.finetune import check_best_step, fine_tune, preflight
+from hps.objectives.inference import predict
 from hps.objectives.metrics import metric_function
 from hps.objectives.model import load_tokenizer
-from hps.objectives.train import TrainResult, check_training, optimizer_step, predict
+from hps.objectives.train import TrainResult, check_training, optimizer_step
 from hps.search.errors import ConfigError
 from hps.search.export import exported_config
 from hps.search.space import parse_search_space
@@ -169,6 +170,7 @@ def test_export_and_production_training_use_the_best_step(overfit, tmp_path):
         "merge_validation": False,
         "num_epochs": None,
         "best_step": best_step,
+        "source": None,  # hps export sets it; the bare function leaves the composed default
     }
     production = OmegaConf.create({key: value for key, value in exported.items() if key != "hydra"})
 

@@ -13,8 +13,8 @@ from optuna.trial import TrialState
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from hps.objectives.data import load_splits, tokenize
+from hps.objectives.inference import predict
 from hps.objectives.metrics import metric_function
-from hps.objectives.train import predict
 from hps.search.cli import main as hps
 from hps.search.reruns import WARM_START_FROM
 from hps.search.trial import record
