@@ -59,6 +59,9 @@ def open_model(path: Path, storage: str | None = None) -> ProductionModel:
         model_id = int(provenance["model"])
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{str(folder / PROVENANCE)!r} is damaged: it names no registry model id") from None
+    missing = [name for name in ("config.yaml", "model/config.json") if not (folder / name).is_file()]
+    if missing:
+        raise ConfigError(f"{str(folder)!r} lacks {missing[0]}: the production run's folder is incomplete")
     url = storage or provenance.get("storage") or default_storage()
     return ProductionModel(folder, model(url, model_id), url, OmegaConf.load(folder / "config.yaml"))
 
@@ -138,7 +141,8 @@ def run_model(production: ProductionModel, table: Dataset) -> Outputs:
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     classifier = transformers.AutoModelForSequenceClassification.from_pretrained(folder, local_files_only=True)
     config = production.config
-    place = placement(config.training)
+    # Where this machine runs it best, not where it trained: a model trained on a GPU is checked anywhere.
+    place = placement(OmegaConf.merge(config.training, {"device": "auto", "precision": "auto"}))
     tokens = tokenize(table, tokenizer, list(config.data.text_columns), config.training.max_length)
     collate = transformers.DataCollatorWithPadding(tokenizer)
     return model_outputs(classifier.to(place.device), tokens, collate, place, details=True)

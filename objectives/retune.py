@@ -3,10 +3,11 @@ only if it beats the old model on the new test split by more than noise.
 
 Three stages, each resumable: run ``hps retune`` again after an interruption and it goes on where it stopped.
 
-1. **Study** ``<lineage>-retune-<model>`` in the model's database: the trial's own task overrides (model, data
-   config, training settings; not the values the search space sets) with ``data.dir`` the new folder,
-   warm-started with the old study's ``top_k`` best configurations. ``n_trials`` is the study's total, so a
-   resumed study runs only the trials it lacks.
+1. **Study** ``<lineage>-retune-<model>-<hash>`` in the model's database (the hash is of the new files and the
+   overrides, so other data starts another study): the trial's own task overrides (model, data config, training
+   settings; not the values the search space sets) with ``data.dir`` the new folder, warm-started with the old
+   study's ``top_k`` best configurations. ``n_trials`` is the study's total, so a resumed study runs only the
+   trials it lacks.
 2. **Production training** of its best trial, as ``hps export`` and ``hps-finetune`` do it, registered in the old
    model's lineage with the old model as its parent; skipped when the registry already holds it.
 3. **Comparison**: both models over the new test split, a paired bootstrap of their metric difference
@@ -59,8 +60,10 @@ def retune(
     if incumbent.study is None:
         raise ConfigError(f"model {incumbent.id} was not trained from a study (no hps export); retune needs its study")
     test_file = _check_data_dir(production, data_dir)
-    study = f"{incumbent.lineage}-retune-{incumbent.id}"
-    task = [*_task_overrides(production), f"data.dir={data_dir.resolve()}"]
+    task = [*_task_overrides(production), f"data.dir={_quoted(data_dir.resolve())}"]
+    # One study per model, data and overrides: a re-run resumes it; other data or overrides start another.
+    files = sorted(path for path in data_dir.iterdir() if path.is_file())
+    study = f"{incumbent.lineage}-retune-{incumbent.id}-{fingerprint(files, {'overrides': overrides or []})[:8]}"
     sweep = [
         "-m",
         *task,
@@ -80,13 +83,18 @@ def retune(
             exported.stem,
             f"production.source.lineage={incumbent.lineage}",
             f"production.source.parent={incumbent.id}",
-            f"hydra.run.dir={(studies_dir() / study / 'runs' / 'retune').resolve()}",
+            f"hydra.run.dir={_quoted((studies_dir() / study / 'runs' / 'retune').resolve())}",
         ]
         _run_stage("production training of the re-tuned model", production_run, production.url)
         challenger = _challenger(production, study)
         if challenger is None:
             raise ConfigError(f"production training of study {study}'s best trial registered no model")
     return _compare(production, open_model(Path(challenger.folder), production.url), test_file, study, confidence)
+
+
+def _quoted(path: Path) -> str:
+    """A path as a Hydra override value: quoted, so that commas, spaces and brackets stay part of it."""
+    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _check_data_dir(production: ProductionModel, data_dir: Path) -> Path:
@@ -162,7 +170,6 @@ def _compare(
         f"examples, difference {comparison['difference']:+.4f} [{comparison['low']:+.4f}, {comparison['high']:+.4f}]"
     )
     if better:
-        promote(incumbent.url, challenger.entry.id, studies_dir())
         reason = f"model {challenger.entry.id} promoted: {shown}, above zero"
     else:
         reason = f"model {challenger.entry.id} not promoted, model {incumbent.entry.id} stays: {shown}; " + (
@@ -181,4 +188,6 @@ def _compare(
             numbers=comparison | {"incumbent_model": incumbent.entry.id, "confidence": confidence, "reason": reason},
         ),
     )
+    if better:  # after the record, so a promotion never goes unrecorded; a re-run compares and promotes again
+        promote(incumbent.url, challenger.entry.id, studies_dir())
     return Outcome(study, incumbent.entry, challenger.entry, comparison, better, reason)

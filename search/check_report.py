@@ -75,21 +75,22 @@ def write_check_report(url: str, origin: ModelEntry, studies: Path) -> Path:
         )
         if origin.test is not None:
             figure.add_hline(y=origin.test, line_dash="dot", annotation_text="test metric", row=1, col=1)
+    drifts = [c for c in stored if "drift" in c.numbers]  # a re-tune's comparison has no drift tests
     for test in ("predicted_labels", "confidence", "embeddings"):
         figure.add_trace(
             go.Scatter(
-                x=[c.created for c in stored],
-                y=[max(c.numbers["drift"][test]["p_value"], 1e-6) for c in stored],
-                text=[f"check {c.id}: {c.numbers['drift']['verdict']}<br>{c.data}" for c in stored],
+                x=[c.created for c in drifts],
+                y=[max(c.numbers["drift"][test]["p_value"], 1e-6) for c in drifts],
+                text=[f"check {c.id}: {c.numbers['drift']['verdict']}<br>{c.data}" for c in drifts],
                 mode="markers+lines",
                 name=test.replace("_", " "),
             ),
             row=2,
             col=1,
         )
-    if stored:
+    if drifts:
         figure.add_hline(
-            y=stored[-1].numbers["drift"]["threshold"], line_dash="dot", annotation_text="threshold", row=2, col=1
+            y=drifts[-1].numbers["drift"]["threshold"], line_dash="dot", annotation_text="threshold", row=2, col=1
         )
     figure.update_yaxes(type="log", row=2, col=1)
     figure.update_layout(height=800, title=f"model {origin.id} ({origin.lineage}): checks")
@@ -121,5 +122,8 @@ def note_models(url: str, study_name: str | None) -> None:
             f"{entry.metric} {entry.test}; `{entry.folder}`; checks: {len(stored)}, {last}"
             + (f"; report `{report.resolve()}`" if report.is_file() else "")
         )
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url, create=False))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url, create=False))
+    except KeyError:  # the model's study is in another database: no note to add to
+        return
     record_models(study, "\n".join(lines) + "\n")

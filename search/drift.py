@@ -18,6 +18,7 @@ The false-alarm rate measured on fresh samples and the power on real shifts: doc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -197,7 +198,8 @@ def drift(
     tests = {
         "predicted_labels": label_shift(reference_predictions, predictions, classes),
         "confidence": confidence_shift(reference_confidence, confidence),
-        "embeddings": mmd_test(reference_embeddings, embeddings, seed=seed),
+        # enough permutations that the smallest p-value, 1 / (permutations + 1), can fall below alpha / 3
+        "embeddings": mmd_test(reference_embeddings, embeddings, max(PERMUTATIONS, math.ceil(6 / alpha)), seed=seed),
     }
     threshold = alpha / len(tests)
     flagged = [name for name, test in tests.items() if test["p_value"] < threshold]

@@ -23,7 +23,7 @@ import yaml
 from optuna.trial import FrozenTrial, TrialState
 
 from hps.search.errors import ConfigError
-from hps.search.storage import display_url, has_password
+from hps.search.storage import absolute_url, display_url, has_password
 from hps.search.study import load_study, ranked_complete_trials, state_counts
 from hps.search.trial import package_versions, record
 
@@ -80,7 +80,7 @@ def model_source(study: optuna.Study, trial: FrozenTrial, url: str) -> dict:
     return {
         "study": study.study_name,
         "trial": trial.number,
-        "storage": None if has_password(url) else url,  # a password is read from HPS_STORAGE, never written
+        "storage": None if has_password(url) else absolute_url(url),  # a password is read from HPS_STORAGE
         "lineage": study.study_name,
         "parent": None,
     }

@@ -8,8 +8,8 @@ file or PostgreSQL alike) and needs no other service:
   which ``studies/<lineage>/production`` points at the promoted model. A re-tuned model names its parent.
 - ``hps_checks``: one row per ``hps check`` or ``hps retune`` comparison, with the numbers behind its verdict.
 
-Optuna ignores tables it does not own, and these are created on first use (``CREATE TABLE IF NOT EXISTS``), so
-an existing study database gains them without a migration.
+Optuna ignores tables it does not own, and these are created on the first write (reads of a database without
+them find nothing and create nothing), so an existing study database gains them without a migration.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.sql import Select
 
 from hps.search._compat import storage_engine
@@ -47,6 +49,7 @@ from hps.search.errors import ConfigError
 from hps.search.storage import display_url, open_storage
 
 PROVENANCE = "provenance.json"  # in a production run's folder: where the model came from and its registry row
+CREATE_ATTEMPTS = 5
 PRODUCTION = "production"  # studies/<lineage>/production: a link to the promoted model's run folder
 
 _metadata = MetaData()
@@ -125,12 +128,24 @@ class CheckEntry:
 def _engine(database: str | Engine, write: bool = False) -> Engine | None:
     """The engine of the database at the URL (opened and checked as Optuna's storage) or given; the registry's
     tables are made for a write, and a read of a database without them gets None."""
-    engine = open_storage(database).engine if isinstance(database, str) else database
+    engine = open_storage(database, create=write).engine if isinstance(database, str) else database
     if write:
-        _metadata.create_all(engine, checkfirst=True)
+        _create_tables(engine)
     elif not inspect(engine).has_table(models_table.name):
         return None
     return engine
+
+
+def _create_tables(engine: Engine) -> None:
+    """The registry's tables, tolerating the race of two processes creating them in a new database together."""
+    for attempt in range(1, CREATE_ATTEMPTS + 1):
+        try:
+            _metadata.create_all(engine, checkfirst=True)
+            return
+        except (IntegrityError, OperationalError, ProgrammingError) as error:
+            if attempt == CREATE_ATTEMPTS or not (isinstance(error, IntegrityError) or "already exists" in str(error)):
+                raise
+            time.sleep(0.2 * attempt)
 
 
 def register(url: str, entry: ModelEntry) -> int:
@@ -189,9 +204,10 @@ def promote(url: str, model_id: int, studies_dir: Path) -> Path:
     with _engine(url, write=True).begin() as connection:
         connection.execute(update(models_table).where(models_table.c.lineage == entry.lineage).values(promoted=False))
         connection.execute(update(models_table).where(models_table.c.id == model_id).values(promoted=True))
+    entry = promoted(url, entry.lineage) or entry  # the link follows the database, should promotions race
     link = studies_dir / entry.lineage / PRODUCTION
     link.parent.mkdir(parents=True, exist_ok=True)
-    staged = link.with_name(f".{PRODUCTION}-{model_id}")
+    staged = link.with_name(f".{PRODUCTION}-{entry.id}")
     staged.unlink(missing_ok=True)
     staged.symlink_to(os.path.relpath(Path(entry.folder).resolve(), link.parent.resolve()), target_is_directory=True)
     os.replace(staged, link)

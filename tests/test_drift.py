@@ -89,3 +89,6 @@ def test_drift_tests_each_at_a_third_of_alpha_and_flags_what_moved():
     assert fresh["threshold"] == pytest.approx(0.01) and fresh["verdict"] == "no drift" and fresh["flagged"] == []
     shifted = drift(*reference, *sample(200, 0.6), classes=2)
     assert shifted["verdict"] == "drift" and {"predicted_labels", "embeddings"} <= set(shifted["flagged"])
+    # a stricter alpha gets enough permutations for the embedding test to reach below alpha / 3
+    strict = drift(*reference, *sample(200, 0.6), classes=2, alpha=0.001)
+    assert strict["embeddings"]["p_value"] < 0.001 / 3 and "embeddings" in strict["flagged"]

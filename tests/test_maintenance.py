@@ -163,17 +163,23 @@ def test_retune_promotes_a_better_model_refuses_a_worse_one_and_resumes(lineage)
     again = hps(*worse, studies=lineage)  # everything done: nothing trained again
     assert again.returncode == 0 and "model 3 not promoted" in again.stdout
     assert len(registry(lineage, "SELECT id FROM hps_models")) == 3
-    study = optuna.load_study(study_name=f"{STUDY}-retune-2", storage=f"sqlite:///{lineage}/hps.db")
+    names = {m["id"]: m["study"] for m in models}
+    assert names[2].startswith(f"{STUDY}-retune-1-") and names[3].startswith(f"{STUDY}-retune-2-")
+    study = optuna.load_study(study_name=names[3], storage=f"sqlite:///{lineage}/hps.db")
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 1  # its warm start left one queued
     retunes = registry(lineage, "SELECT model, verdict FROM hps_checks WHERE kind = 'retune' ORDER BY id")
+    # the promoted model's page shows its re-tune comparison beside its checks
+    checked = hps("check", str(lineage / STUDY / PRODUCTION), "--data", str(new / "test.csv"), "--report", "--json",
+                  studies=lineage)  # fmt: skip
+    assert checked.returncode == 0 and "promoted" in Path(json.loads(checked.stdout)["report"]).read_text()
     refusal = {"model": 3, "verdict": "refused"}
     assert retunes == [{"model": 2, "verdict": "promoted"}, refusal, refusal]
     listing = hps("models", studies=lineage)
     assert "re-tune of 1" in listing.stdout and "re-tune of 2" in listing.stdout
     compared = hps("compare", studies=lineage)  # lineage in the comparison: each study's models
     assert compared.returncode == 0 and "2* (trial" in compared.stdout and "3 (trial" in compared.stdout
-    assert hps("report", "--study", f"{STUDY}-retune-1", studies=lineage).returncode == 0
-    page = (lineage / f"{STUDY}-retune-1" / "report.html").read_text()
+    assert hps("report", "--study", names[2], studies=lineage).returncode == 0
+    page = (lineage / names[2] / "report.html").read_text()
     fingerprint = registry(lineage, "SELECT fingerprint FROM hps_models WHERE id = 2")[0]["fingerprint"]
     assert "<h2>production models</h2>" in page and f"tweet_eval_emotion ({fingerprint[:8]}; 600 train" in page
 

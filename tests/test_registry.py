@@ -77,6 +77,9 @@ def test_checks_are_rows_with_their_numbers(url, tmp_path):
 
 def test_reading_a_database_without_a_registry_changes_nothing(tmp_path):
     url = f"sqlite:///{tmp_path}/hps.db"
+    with pytest.raises(ConfigError, match="no such database file"):  # a mistyped path is not a new database
+        models(url)
+    open_storage(url)  # a study database without the registry's tables
     assert models(url) == [] and checks(url) == []
     assert not inspect(create_engine(url)).has_table("hps_models")  # a read (hps report, compare) creates no table
     with pytest.raises(ConfigError, match="model 7 is not in the registry of sqlite:///"):
