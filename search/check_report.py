@@ -9,7 +9,7 @@ from pathlib import Path
 import optuna
 
 from hps.search.notes import record_models
-from hps.search.registry import CheckEntry, ModelEntry, checks, models
+from hps.search.registry import CheckEntry, ModelEntry, checks, checks_by_model, models
 from hps.search.storage import open_storage, studies_dir
 
 
@@ -113,8 +113,9 @@ def note_models(url: str, study_name: str | None) -> None:
     if study_name is None:
         return
     lines = ["", "### Production models", ""]
+    stored_checks = checks_by_model(url)
     for entry in (e for e in models(url) if e.study == study_name):
-        stored = checks(url, entry.id)
+        stored = stored_checks.get(entry.id, [])
         last = f"last {stored[-1].verdict} ({stored[-1].created:%Y-%m-%d})" if stored else "none yet"
         report = report_path(studies_dir(), entry)
         lines.append(

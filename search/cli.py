@@ -165,7 +165,7 @@ def _compare(storage: str, pattern: str | None, folder: Path) -> None:
 
 
 def _models(storage: str, lineage: str | None) -> None:
-    from hps.search.registry import checks, models
+    from hps.search.registry import checks_by_model, models
 
     table = Table(title="production models (lineage: model -> study -> trial -> data)")
     for column in (
@@ -180,8 +180,9 @@ def _models(storage: str, lineage: str | None) -> None:
         "trained",
     ):
         table.add_column(column, no_wrap=column in ("model", "from", "checks"))  # the lineage reads on one line
+    stored_checks = checks_by_model(storage)
     for entry in models(storage, lineage):
-        stored = checks(storage, entry.id)
+        stored = stored_checks.get(entry.id, [])
         origin = f"{entry.study} #{entry.trial}" if entry.study else "-"
         if entry.parent is not None:
             origin += f" (re-tune of {entry.parent})"

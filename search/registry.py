@@ -197,6 +197,14 @@ def checks(url: str | Engine, model_id: int | None = None) -> list[CheckEntry]:
     return [CheckEntry(**row._asdict()) for row in _select(url, query)]
 
 
+def checks_by_model(url: str | Engine) -> dict[int, list[CheckEntry]]:
+    """Every stored check, grouped by model, oldest first: one query for a listing of many models."""
+    grouped: dict[int, list[CheckEntry]] = {}
+    for entry in checks(url):
+        grouped.setdefault(entry.model, []).append(entry)
+    return grouped
+
+
 def promote(url: str, model_id: int, studies_dir: Path) -> Path:
     """Make ``model_id`` its lineage's production model: the only promoted row of the lineage, and the target of
     the ``studies/<lineage>/production`` link (replaced atomically, so a reader never finds it missing)."""

@@ -9,7 +9,18 @@ import pytest
 from sqlalchemy import create_engine, inspect
 
 from hps.search.errors import ConfigError
-from hps.search.registry import CheckEntry, ModelEntry, checks, model, models, promote, promoted, record_check, register
+from hps.search.registry import (
+    CheckEntry,
+    ModelEntry,
+    checks,
+    checks_by_model,
+    model,
+    models,
+    promote,
+    promoted,
+    record_check,
+    register,
+)
 from hps.search.storage import open_storage
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -73,6 +84,7 @@ def test_checks_are_rows_with_their_numbers(url, tmp_path):
     check_id = record_check(url, entry)
     stored = checks(url, model_id)
     assert [(c.id, c.verdict, c.action_needed, c.numbers) for c in stored] == [(check_id, "degraded", True, numbers)]
+    assert checks_by_model(url)[model_id] == stored  # the listing's one query groups the same rows
 
 
 def test_reading_a_database_without_a_registry_changes_nothing(tmp_path):
