@@ -50,11 +50,11 @@ def default_sampler(seed: int | None = None) -> optuna.samplers.BaseSampler:
 
 
 def default_pruner() -> optuna.pruners.BasePruner:
-    """The pruner a sweep uses unless told otherwise, built as a sweep builds it (``sweeper/pruner/incumbent.yaml``).
+    """The pruner a sweep uses unless told otherwise, built as a sweep builds it
+    (``sweeper/pruner/successive_halving.yaml``).
 
-    Successive halving, plus a stop at 0.6 of the training for trials well behind the best complete one
-    (:class:`~hps.search.pruners.IncumbentPruner`), measured on lcbench's learning curves and on real fine-tuning
-    curves. Steps are evaluations, ``training.evals_per_epoch`` of them per epoch, as the fine-tuning objective
-    reports them; the stop's step is a fraction of the training, and its margin is relative to the trials' spread.
+    Optuna's asynchronous successive halving, with rungs at 4, 8, 16, ... steps, chosen on real fine-tuning curves
+    and lcbench's learning curves. Steps are evaluations, ``training.evals_per_epoch`` of them per epoch, as the
+    fine-tuning objective reports them, so the first rung is the end of epoch 1 at the default 4 evaluations.
     """
     return build("pruner", compose("finetune").hydra.sweeper.pruner)

@@ -74,6 +74,7 @@ from search_quality import (
     settings,
     store_runs,
     summarise,
+    summarise_paired,
 )
 from threadpoolctl import threadpool_limits
 
@@ -267,6 +268,8 @@ def main() -> None:
             if len(found) < len(tasks) * len(seeds):
                 print(f"{name}: {len(found)} of {len(tasks) * len(seeds)} task x seed runs in {arguments.csv}")
     summarise(runs, shown + names)
+    if "default" in shown:
+        summarise_paired(runs, "default")
     print(f"{len(jobs)} runs in {time.perf_counter() - started:.0f} s; every run in {arguments.csv}")
 
 

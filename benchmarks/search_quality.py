@@ -46,12 +46,14 @@ from typing import Any, Protocol
 
 import numpy as np
 import optuna
+import torch
 from curve_table import CurveTable
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
+from threadpoolctl import threadpool_limits
 
 from hps.objectives.lcbench import DATA_ENV, EPOCHS, Surrogate
 from hps.search.space import SearchSpace, parse_search_space
@@ -90,8 +92,9 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
     # before the limit on TPE's good group (max_good_trials): successive halving alone, then the incumbent's stops
     "TPE + SHA, Optuna's TPE": [TPE, SHA, *OPTUNAS_TPE],
-    "TPE + incumbent, Optuna's TPE": [TPE, *OPTUNAS_TPE],
-    "TPE + incumbent": [TPE],  # an earlier default
+    "TPE + incumbent, Optuna's TPE": [TPE, "hydra/sweeper/pruner=incumbent", *OPTUNAS_TPE],
+    "TPE + incumbent": [TPE, "hydra/sweeper/pruner=incumbent"],  # an earlier default
+    "GP + incumbent": ["hydra/sweeper/pruner=incumbent"],  # the default before "Fifty seeds" (RESULTS.md)
     "default": [],
 }
 
@@ -171,6 +174,15 @@ def _load_surrogate(data: str, table: Path | None = None, space: dict | None = N
     global _surrogate
     _surrogate = LcBench(data) if table is None else CurveTable(table, parse_search_space(space))
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def _start_worker(threads: int, *benchmark: Any) -> None:
+    """A pool worker: ``threads`` threads for the GP's linear algebra, torch's and BLAS's, then the benchmark
+    ``_load_surrogate`` loads. More threads than cores / processes oversubscribe the machine and slow each GP run
+    several times (benchmarks/RESULTS.md, "Fifty seeds")."""
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    _load_surrogate(*benchmark)
 
 
 class Ledger:
@@ -334,6 +346,27 @@ def summarise(runs: list[Run], names: list[str]) -> None:
         print(f"{name:<24}{cells}{mean:>10.4f} ±{se:.4f}{versus:>10.2f}x{trials:>8.0f}{pruned:>8.0f}")
 
 
+def summarise_paired(runs: list[Run], reference: str) -> None:
+    """``reference``'s regret minus each other configuration's, paired by task and seed (over the runs both have):
+    mean +- standard error, and on how many pairs ``reference`` is lower and higher. Pairing removes the spread
+    between tasks, which dominates the unpaired standard errors."""
+    by_name: dict[str, dict[tuple[str, int], Run]] = {}
+    for run in runs:
+        by_name.setdefault(run.configuration, {})[run.task, run.seed] = run
+    ours = by_name.pop(reference)
+    print(f"{reference} minus each configuration, paired by task and seed (lower/higher of the pairs):")
+    for name, theirs in by_name.items():
+        keys = sorted(ours.keys() & theirs.keys())
+        cells = ""
+        for multiple in MULTIPLES:
+            regret = f"regret_{multiple}x"
+            differences = [getattr(ours[key], regret) - getattr(theirs[key], regret) for key in keys]
+            spread = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else math.nan
+            lower, higher = sum(d < 0 for d in differences), sum(d > 0 for d in differences)
+            cells += f"{statistics.fmean(differences):>+10.4f} ±{spread:.4f} {lower:>3}/{higher:<3}"
+        print(f"  {name:<22}{cells}{len(keys):>6} pairs")
+
+
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that say where and on what a protocol run goes, shared with ``external_optimizers.py``."""
     parser.add_argument("--data", default=os.environ.get(DATA_ENV), help=f"YAHPO Gym data folder (or ${DATA_ENV})")
@@ -356,6 +389,7 @@ def main() -> None:
     parser.add_argument("--extra", action="append", default=[], help="'NAME=OVERRIDE OVERRIDE ...'")
     parser.add_argument("--report", action="store_true", help="print the table of the runs in the CSV; run none")
     parser.add_argument("--table", type=Path, help="replay this fine-tuning curve table instead of lcbench")
+    parser.add_argument("--paired", metavar="NAME", help="also print NAME minus each configuration, paired")
     arguments = parser.parse_args()
     if arguments.table is not None and not arguments.table.is_file():
         parser.error(f"--table {arguments.table} is not a file; allowed: a CSV written by finetune_curves.py")
@@ -369,6 +403,8 @@ def main() -> None:
     unknown = sorted(set(names) - set(configurations))
     if unknown:
         parser.error(f"unknown configuration(s) {unknown}; known: {list(configurations)}")
+    if arguments.paired is not None and arguments.paired not in names:
+        parser.error(f"--paired {arguments.paired!r} is not among the configurations run; allowed: {names}")
     task_config = "lcbench" if arguments.table is None else "finetune"
     digests = {
         name: settings_or_error(parser, f"configuration {name!r}", configurations[name], task_config) for name in names
@@ -385,12 +421,16 @@ def main() -> None:
     print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} {outstanding}")
     started = time.perf_counter()
     if not arguments.report:
-        benchmark = (arguments.data, arguments.table, space)
-        with multiprocessing.Pool(arguments.processes, _load_surrogate, benchmark) as pool:
+        threads = max(1, len(os.sched_getaffinity(0)) // arguments.processes)
+        benchmark = (threads, arguments.data, arguments.table, space)
+        with multiprocessing.Pool(arguments.processes, _start_worker, benchmark) as pool:
             store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
     missing = Counter(name for name, key in wanted if key not in done)  # a mean over some tasks is not comparable
     complete = [name for name in names if not missing[name]]
-    summarise([replace(done[key], configuration=name) for name, key in wanted if name in complete], complete)
+    complete_runs = [replace(done[key], configuration=name) for name, key in wanted if name in complete]
+    summarise(complete_runs, complete)
+    if arguments.paired in complete:
+        summarise_paired(complete_runs, arguments.paired)
     for name in sorted(missing):
         print(f"left out, {len(tasks) * len(seeds) - missing[name]} of {len(tasks) * len(seeds)} runs stored: {name}")
     if not arguments.report:

@@ -6,7 +6,7 @@
 - :mod:`hps.search.study`     creating and resuming studies, budget and metadata checks
 - :mod:`hps.search.trial`     the link a running task uses to report to its trial
 - :mod:`hps.search.samplers`  the default's sampler: Optuna's Gaussian process, fitted also to pruned trials
-- :mod:`hps.search.pruners`   the default's pruner: successive halving plus stops behind the best trial
+- :mod:`hps.search.pruners`   ``IncumbentPruner``: successive halving plus a stop behind the best trial
 - :mod:`hps.search.sweeper`   the Hydra sweeper that ties them together
 - :mod:`hps.search.progress`  the live view of a study and its running trial
 - :mod:`hps.search.export`    the best trial(s) as complete configs for production training (``hps export``)

@@ -7,7 +7,6 @@ import pytest
 from hydra.utils import instantiate
 
 from hps.search.notes import study_setup
-from hps.search.pruners import IncumbentPruner
 from hps.search.samplers import PruningAwareGPSampler
 from hps.search.space import parse_search_space
 from hps.search.study import StudySpec
@@ -43,20 +42,23 @@ def test_every_pruner_builds(name):
 def test_default_sampler_and_pruner():
     sweeper = composed().hydra.sweeper
     assert isinstance(instantiate(sweeper.sampler), PruningAwareGPSampler)
-    pruner = instantiate(sweeper.pruner)
-    assert isinstance(pruner, IncumbentPruner)
-    assert isinstance(pruner._wrapped_pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert isinstance(instantiate(sweeper.pruner), optuna.pruners.SuccessiveHalvingPruner)
     assert sweeper.storage == "sqlite:///studies/hps.db"
 
 
-def test_the_study_s_note_shows_the_pruner_the_default_wraps():
-    config = composed()
+@pytest.mark.parametrize(
+    ("overrides", "pruner"),
+    [
+        ([], "SuccessiveHalvingPruner(min_resource=2, reduction_factor=2, "),
+        (["hydra/sweeper/pruner=incumbent"], "IncumbentPruner(wrapped_pruner=SuccessiveHalvingPruner(min_resource=2, "),
+    ],
+)
+def test_the_study_s_note_shows_the_pruner_with_the_one_it_wraps(overrides, pruner):
+    config = composed(*overrides)
     space = parse_search_space(config.search_space)
     spec = StudySpec(name="s", direction="maximize", metric="macro_f1")
     setup = study_setup(spec, space, config.hydra.sweeper.sampler, config.hydra.sweeper.pruner, 12, "sqlite:///x")
-    assert setup["pruner"].startswith(
-        "IncumbentPruner(wrapped_pruner=SuccessiveHalvingPruner(min_resource=2, reduction_factor=2, "
-    )
+    assert setup["pruner"].startswith(pruner)
     assert setup["sampler"].startswith("PruningAwareGPSampler(n_startup_trials=3")
 
 

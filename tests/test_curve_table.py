@@ -18,7 +18,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))  # the benchmark scripts import eac
 from curve_table import CurveTable
 from finetune_curves import CURVE_COLUMNS, record, sobol_configurations, write_table
 from finetune_curves import SPACE as DEFAULT_SPACE
-from search_quality import Ledger, new_study, run_trials
+from search_quality import Ledger, Run, new_study, run_trials, summarise_paired
 
 SPACE = {
     "learning_rate": {"key": "training.learning_rate", "type": "float", "low": 1e-5, "high": 1e-3, "log": True},
@@ -123,3 +123,19 @@ def test_workers_train_every_queued_configuration_once_to_its_end(tmp_path, monk
         merged = list(csv.DictReader(handle))
     assert len(merged) == len(rows) + len(grown)
     assert [row["config"] for row in merged][-len(grown) :] == ["100"] * len(grown)  # sorted by configuration
+
+
+def test_paired_differences_take_each_task_and_seed_against_itself(capsys):
+    def run(name: str, task: str, seed: int, regret: float) -> Run:
+        return Run(name, "settings", task, seed, regret, regret, regret, math.nan, 10, 0, 1.0)
+
+    # the tasks differ by 0.4, far more than the configurations; paired, the reference is 0.1 lower on both
+    runs = [
+        run("new", "easy", 0, 0.1),
+        run("new", "hard", 0, 0.5),
+        run("old", "hard", 0, 0.6),
+        run("old", "easy", 0, 0.2),
+    ]
+    summarise_paired(runs, "new")
+    line = capsys.readouterr().out.splitlines()[-1].split()
+    assert line[0] == "old" and line[1:5] == ["-0.1000", "±0.0000", "2/0", "-0.1000"]

@@ -8,7 +8,9 @@ import pytest
 from optuna.trial import TrialState
 
 import hps
+from hps.search.components import build
 from hps.search.pruners import IncumbentPruner
+from tests.conftest import composed
 
 BEST_CURVE = {4: 0.50, 16: 0.80, 32: 0.90, 52: 0.92}  # a 52-step training: 0.3 and 0.6 of it are steps 16 and 32
 # two stopped trials around the best: the values at step 16 have a standard deviation of 0.1, at step 32 of 0.05
@@ -75,8 +77,14 @@ def test_the_steps_compared_are_fractions_of_the_training_the_best_trial_reporte
     assert IncumbentPruner(optuna.pruners.NopPruner(), [0.3, 0.6]).comparison_steps(reported) == expected
 
 
-def test_the_default_compares_late_in_a_fine_tuning_of_any_length_and_in_lcbench():
+def test_the_default_pruner_is_the_sweeps_successive_halving():
     pruner = hps.default_pruner()
+    assert isinstance(pruner, optuna.pruners.SuccessiveHalvingPruner)
+    assert (pruner._min_resource, pruner._reduction_factor, pruner._min_early_stopping_rate) == (2, 2, 1)
+
+
+def test_the_shipped_incumbent_pruner_compares_late_in_a_fine_tuning_of_any_length_and_in_lcbench():
+    pruner = build("pruner", composed("hydra/sweeper/pruner=incumbent").hydra.sweeper.pruner)
     assert isinstance(pruner, IncumbentPruner)
     assert pruner.comparison_steps(range(1, 9)) == {5}  # 2 epochs of 4 evaluations: where the rank is set
     assert pruner.comparison_steps(range(1, 41)) == {24}  # 10 epochs
