@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 import statistics
 
@@ -90,7 +89,7 @@ def main() -> None:
     tasks = Surrogate(arguments.data).tasks
     runs = [(task, seed) for task in tasks for seed in range(arguments.seeds)]
     jobs = [(policy, sampler, pruner, space, *run, multiples, arguments.rung) for policy in POLICIES for run in runs]
-    with multiprocessing.Pool(arguments.processes, search_quality._load_surrogate, (arguments.data,)) as pool:
+    with search_quality.worker_pool(arguments.processes, arguments.data) as pool:
         results = pool.map(regrets, jobs)
     by_policy = {policy: results[i * len(runs) : (i + 1) * len(runs)] for i, policy in enumerate(POLICIES)}
     reference = by_policy[POLICIES[0]]

@@ -61,8 +61,9 @@ from hps.search.space import SearchSpace, parse_search_space
 CONF = Path(__file__).resolve().parents[1] / "conf"
 METRIC = "val_balanced_accuracy"
 MULTIPLES = (10, 30, 100)  # budgets, in full trainings
-SHA, RUNG_2, STARTUP_2, STARTUP_5, MULTIVARIATE = (
+SHA, INCUMBENT, RUNG_2, STARTUP_2, STARTUP_5, MULTIVARIATE = (
     "hydra/sweeper/pruner=successive_halving",
+    "hydra/sweeper/pruner=incumbent",
     "hydra.sweeper.pruner.min_early_stopping_rate=0",
     "hydra.sweeper.sampler.n_startup_trials=2",
     "hydra.sweeper.sampler.n_startup_trials=5",
@@ -92,9 +93,9 @@ CONFIGURATIONS = {  # name -> overrides of conf/lcbench.yaml
     "random + SHA": ["hydra/sweeper/sampler=random", SHA],
     # before the limit on TPE's good group (max_good_trials): successive halving alone, then the incumbent's stops
     "TPE + SHA, Optuna's TPE": [TPE, SHA, *OPTUNAS_TPE],
-    "TPE + incumbent, Optuna's TPE": [TPE, "hydra/sweeper/pruner=incumbent", *OPTUNAS_TPE],
-    "TPE + incumbent": [TPE, "hydra/sweeper/pruner=incumbent"],  # an earlier default
-    "GP + incumbent": ["hydra/sweeper/pruner=incumbent"],  # the default before "Fifty seeds" (RESULTS.md)
+    "TPE + incumbent, Optuna's TPE": [TPE, INCUMBENT, *OPTUNAS_TPE],
+    "TPE + incumbent": [TPE, INCUMBENT],  # an earlier default
+    "GP + incumbent": [INCUMBENT],  # the default before "Fifty seeds" (RESULTS.md)
     "default": [],
 }
 
@@ -177,12 +178,17 @@ def _load_surrogate(data: str, table: Path | None = None, space: dict | None = N
 
 
 def _start_worker(threads: int, *benchmark: Any) -> None:
-    """A pool worker: ``threads`` threads for the GP's linear algebra, torch's and BLAS's, then the benchmark
-    ``_load_surrogate`` loads. More threads than cores / processes oversubscribe the machine and slow each GP run
-    several times (benchmarks/RESULTS.md, "Fifty seeds")."""
     torch.set_num_threads(threads)
     threadpool_limits(threads)
     _load_surrogate(*benchmark)
+
+
+def worker_pool(processes: int, *benchmark: Any) -> multiprocessing.pool.Pool:
+    """``processes`` workers, each with the benchmark ``_load_surrogate`` loads and its share of the cores for the
+    GP's linear algebra, torch's and BLAS's. More threads than that oversubscribe the machine and slow each GP run
+    several times (benchmarks/RESULTS.md, "Fifty seeds")."""
+    threads = max(1, len(os.sched_getaffinity(0)) // processes)
+    return multiprocessing.Pool(processes, _start_worker, (threads, *benchmark))
 
 
 class Ledger:
@@ -316,18 +322,19 @@ def store_runs(runs: Iterable[Run], path: Path, done: dict[tuple[str, str, int],
             done[run.settings, run.task, run.seed] = run
 
 
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error of the values that are not NaN (a curve table has no test metric)."""
+    values = [value for value in values if not math.isnan(value)]
+    if not values:
+        return math.nan, math.nan
+    spread = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return statistics.fmean(values), spread
+
+
 def summarise(runs: list[Run], names: list[str]) -> None:
     """Mean +- standard error per configuration, and the ratio of each mean regret to plain TPE's."""
     by_name = {name: [run for run in runs if run.configuration == name] for name in names}
     reference = by_name.get("TPE")
-
-    def mean_se(values: list[float]) -> tuple[float, float]:
-        values = [value for value in values if not math.isnan(value)]  # a curve table has no test metric
-        if not values:
-            return math.nan, math.nan
-        spread = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else math.nan
-        return statistics.fmean(values), spread
-
     header = "".join(f"{f'regret {m}x':>17}" for m in MULTIPLES)
     print(f"{'configuration':<24}{header}{'test bal. acc.':>17}{'vs TPE 10x':>11}{'trials':>8}{'pruned':>8}")
     for name, group in by_name.items():
@@ -361,9 +368,9 @@ def summarise_paired(runs: list[Run], reference: str) -> None:
         for multiple in MULTIPLES:
             regret = f"regret_{multiple}x"
             differences = [getattr(ours[key], regret) - getattr(theirs[key], regret) for key in keys]
-            spread = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else math.nan
+            mean, spread = mean_se(differences)
             lower, higher = sum(d < 0 for d in differences), sum(d > 0 for d in differences)
-            cells += f"{statistics.fmean(differences):>+10.4f} ±{spread:.4f} {lower:>3}/{higher:<3}"
+            cells += f"{mean:>+10.4f} ±{spread:.4f} {lower:>3}/{higher:<3}"
         print(f"  {name:<22}{cells}{len(keys):>6} pairs")
 
 
@@ -421,9 +428,7 @@ def main() -> None:
     print(f"{shape}: {len(wanted) - len(jobs)} runs from {arguments.csv}, {len(jobs)} {outstanding}")
     started = time.perf_counter()
     if not arguments.report:
-        threads = max(1, len(os.sched_getaffinity(0)) // arguments.processes)
-        benchmark = (threads, arguments.data, arguments.table, space)
-        with multiprocessing.Pool(arguments.processes, _start_worker, benchmark) as pool:
+        with worker_pool(arguments.processes, arguments.data, arguments.table, space) as pool:
             store_runs(pool.imap_unordered(_search, jobs.values()), arguments.csv, done)
     missing = Counter(name for name, key in wanted if key not in done)  # a mean over some tasks is not comparable
     complete = [name for name in names if not missing[name]]
